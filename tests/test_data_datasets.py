@@ -153,6 +153,29 @@ def test_folder_dataset_png_round_trip_and_foreign_layout(tmp_path):
     assert ds.ids == ["p0/11", "p0/12"] and ds[1].edit == "make it b" and ds[1].input.shape == (8, 10, 3)
 
 
+def test_grown_dataset_keeps_earlier_splits(source, tmp_path):
+    """Episodes added after a first conversion are split among themselves; earlier episodes never change split."""
+    root, lengths = source
+    first = tmp_path / "v1"
+    assert main(["convert", "robotwin", str(root), "--to", "grid", str(first), "--val-fraction", "0.34"]) == 0
+    before = splits.episode_splits(GridDataset(first).splits)
+    for e in range(3, 9):  # more episodes of one task arrive
+        with robotwin.EpisodeWriter(root, "block_handover", "D435", e) as w:
+            for t in range(25):
+                w.add_frame(frame(t, e))
+    grown = tmp_path / "v2"
+    assert main(["convert", "robotwin", str(root), "--to", "grid", str(grown), "--val-fraction", "0.34",
+                 "--test-fraction", "0.34", "--keep-splits", str(first)]) == 0
+    after = splits.episode_splits(GridDataset(grown).splits)
+    assert {k: after[k] for k in before} == before
+    new = [after[f"block_handover_D435_pkl/episode{e}"] for e in range(3, 9)]
+    assert (new.count("val"), new.count("test"), new.count("train")) == (2, 2, 2)
+    assert main(["convert", "robotwin", str(root), "--to", "grid", str(tmp_path / "v3"),
+                 "--keep-splits", str(tmp_path / "nowhere")]) != 0
+    with pytest.raises(DataError, match="kept splits"):
+        splits.assign({"a/0": "a"}, keep={"a/0": "holdout"})
+
+
 def test_splits_deterministic_disjoint_order_independent():
     eps = {f"task{t}/ep{i}": f"task{t}" for t in range(3) for i in range(20)}
     a = splits.assign(eps, 0.2, seed=5, test_fraction=0.1)

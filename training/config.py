@@ -30,6 +30,8 @@ class TrainConfig:
         every image of a sample (input, target and grid cells), on top of the simulator's randomisation.
     warmup_steps: linear warmup of the learning rate from 0 to ``lr`` over this many optimizer steps, then constant.
     val_every_n_epochs / val_every_n_steps: validation cadence (steps wins when > 0).
+    max_time: optional wall-clock budget "DD:HH:MM:SS" (Lightning's ``max_time``); training stops cleanly at the
+        first of max_steps / max_epochs / max_time and the model is still exported (time-boxed GPU leases).
     ema_decay: EMA of the trainable weights (0 disables); the decay ramps as min(decay, (1+t)/(10+t)).
     precision: Lightning precision string: 32-true, bf16-mixed, 16-mixed, ...
     strategy / devices / num_nodes / accelerator: passed to the Lightning Trainer (e.g. strategy ddp, devices 8).
@@ -56,6 +58,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     max_epochs: int = 100
     max_steps: int = -1
+    max_time: str | None = None
     val_every_n_epochs: int = 1
     val_every_n_steps: int = 0
     limit_val_batches: int = 8
@@ -97,6 +100,10 @@ class TrainConfig:
                self.num_workers, self.limit_val_batches) < 0:
             raise ConfigError("warmup_steps, sample_every_n_steps, val_every_n_steps, limit_val_batches, "
                               "max_bad_samples and num_workers must be >= 0")
+        if self.max_time is not None:
+            parts = str(self.max_time).split(":")
+            if len(parts) != 4 or not all(p.isdigit() for p in parts):
+                raise ConfigError(f"max_time={self.max_time!r}: expected DD:HH:MM:SS, e.g. 00:00:08:30")
         if self.max_epochs < 1 and self.max_steps < 1:
             raise ConfigError("set max_epochs >= 1 or max_steps >= 1")
 

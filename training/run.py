@@ -105,7 +105,7 @@ def make_trainer(cfg: TrainConfig, out: Path, extra_callbacks: list | None = Non
         val_kw = {"check_val_every_n_epoch": max(1, cfg.val_every_n_epochs)}
     kwargs = dict(
         default_root_dir=str(out), max_epochs=cfg.max_epochs if cfg.max_epochs > 0 else -1, max_steps=cfg.max_steps,
-        accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes, strategy=cfg.strategy,
+        max_time=cfg.max_time, accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes, strategy=cfg.strategy,
         precision=cfg.precision, accumulate_grad_batches=cfg.accumulate_grad_batches,
         gradient_clip_val=cfg.grad_clip or None, limit_val_batches=cfg.limit_val_batches if
         (cfg.val_every_n_epochs > 0 or cfg.val_every_n_steps > 0) else 0,

@@ -139,7 +139,7 @@ def run_paper(pipe, p, image, instruction: str, seed: int):
     emb = p.encode_text([instruction])
     neg = p.uncond_embedding()
     src = Image.fromarray(fit(image, p.config.resolution, p.config.crop))
-    gen = torch.Generator(p.device).manual_seed(seed)
+    gen = torch.Generator("cpu").manual_seed(seed)
     out = pipe(image=src, prompt_embeds=emb, negative_prompt_embeds=neg, num_inference_steps=100,
                guidance_scale=7.5, image_guidance_scale=1.5, generator=gen, output_type="np").images[0]
     return (np.clip(out, 0, 1) * 255).round().astype(np.uint8)

@@ -29,9 +29,20 @@ def _held_out_count(n: int, fraction: float) -> int:
 
 
 def assign(episodes: Mapping[str, str], val_fraction: float = 0.1, seed: int = 0,
-           test_fraction: float = 0.0) -> dict[str, str]:
+           test_fraction: float = 0.0, keep: Mapping[str, str] | None = None) -> dict[str, str]:
     """``episodes`` maps episode key -> task; returns episode key -> split. Each task with at least two episodes
-    gives ``round(n * fraction)`` (at least one) to val (and test), always keeping one for training."""
+    gives ``round(n * fraction)`` (at least one) to val (and test), always keeping one for training.
+
+    ``keep`` (episode key -> split, e.g. from an earlier version of the dataset) pins those episodes to their
+    split; only the other episodes are assigned, with the fractions applied to them alone. Growing a dataset this
+    way never moves an episode that a model was trained on into a held-out split (or the reverse)."""
+    keep = dict(keep or {})
+    bad = {k: v for k, v in keep.items() if v not in SPLITS}
+    if bad:
+        raise DataError(f"kept splits must be one of {SPLITS}: {dict(list(bad.items())[:3])}")
+    if keep:
+        fresh = assign({k: t for k, t in episodes.items() if k not in keep}, val_fraction, seed, test_fraction)
+        return {k: keep.get(k) or fresh[k] for k in episodes}
     for name, frac in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
         if not 0.0 <= frac < 1.0:
             raise DataError(f"{name} must be in [0, 1), got {frac}")
@@ -79,6 +90,11 @@ def write(root: str | Path, data: dict) -> Path:
     path = Path(root) / FILENAME
     atomic.write_json(path, data)
     return path
+
+
+def episode_splits(data: Mapping) -> dict[str, str]:
+    """episode key -> split of a loaded splits.json."""
+    return {ep: split for split, eps in data.get("episodes", {}).items() for ep in eps}
 
 
 def load(root: str | Path) -> dict | None:

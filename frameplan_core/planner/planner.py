@@ -234,7 +234,7 @@ class GridPlanner:
         previous = self.active_adapter
         if adapter is not None:
             self.set_adapter(adapter)
-        gen = torch.Generator(device=self.device).manual_seed(seed)
+        gen = torch.Generator("cpu").manual_seed(seed)  # device-independent: same seed, same plan on CPU and GPU
         t0 = time.perf_counter()
         timings: dict[str, float] = {}
         try:

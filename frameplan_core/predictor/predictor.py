@@ -213,7 +213,8 @@ class FramePredictor:
         image_latents = self.encode_image_latents(x)
         text_emb, uncond = self.encode_text(texts), self.uncond_embedding()
         t2 = time.perf_counter()
-        gen = torch.Generator(self.device).manual_seed(0 if seed is None else int(seed))
+        # seeded noise comes from a CPU generator: the same seed gives the same prediction on CPU and GPU
+        gen = torch.Generator("cpu").manual_seed(0 if seed is None else int(seed))
         latents = sampling.sample(self.unet, self.inference_scheduler(s.sampler), image_latents, text_emb, uncond,
                                   s.steps, s.text_scale, s.image_scale, gen,
                                   latent_channels=self.vae.config.latent_channels)

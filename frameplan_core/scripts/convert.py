@@ -25,6 +25,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed for instruction choice and splits (default 0)")
     p.add_argument("--val-fraction", type=float, default=0.1, help="episodes held out per task for val (default 0.1)")
     p.add_argument("--test-fraction", type=float, default=0.0, help="episodes held out per task for test (default 0)")
+    p.add_argument("--keep-splits", type=Path, default=None, metavar="DATASET",
+                   help="keep the split of every episode listed in DATASET/splits.json (an earlier conversion); "
+                        "only new episodes are assigned, so a grown dataset never leaks trained-on episodes into "
+                        "val/test")
     p.add_argument("--size", type=int, default=None,
                    help="centre-crop and resize frames to SIZE x SIZE (grid: per cell); default keep the camera size")
     p.add_argument("--instructions", choices=["seen", "unseen"], default="seen",
@@ -130,10 +134,23 @@ def run(args: argparse.Namespace) -> int:
     def key_of(path: Path) -> str:
         return path.relative_to(src).as_posix() if path != src else path.name
 
-    episode_split = splits.assign({key_of(p): t for t, _, p in found}, args.val_fraction, args.seed, args.test_fraction)
+    keep = None
+    if args.keep_splits is not None:
+        old = splits.load(args.keep_splits)
+        if old is None:
+            raise DataError(f"--keep-splits {args.keep_splits}: no {splits.FILENAME} there")
+        keep = splits.episode_splits(old)
+        known = {key_of(p) for _, _, p in found}
+        gone = sorted(set(keep) - known)
+        if gone:
+            log.warning("--keep-splits: %d episode(s) of %s are not in %s (e.g. %s)", len(gone), args.keep_splits,
+                        args.src, gone[0])
+        keep = {k: v for k, v in keep.items() if k in known}
+    episode_split = splits.assign({key_of(p): t for t, _, p in found}, args.val_fraction, args.seed,
+                                  args.test_fraction, keep=keep)
     params = {k: getattr(args, k) for k in ("interval", "stride", "camera", "tasks", "seed", "val_fraction",
                                            "test_fraction", "size", "instructions")}
-    params.update(source=str(src), kind=args.to)
+    params.update(source=str(src), kind=args.to, keep_splits=str(args.keep_splits) if args.keep_splits else None)
     if args.to == "grid":
         params.pop("interval"), params.pop("stride")
     skipped: list[tuple[str, str]] = []
