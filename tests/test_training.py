@@ -114,6 +114,7 @@ def test_predictor_training_lowers_loss_and_exports(ip2p, tmp_path, caplog):
     from frameplan_core.predictor import FramePredictor
 
     cfg = load_train_config("predictor", None, TINY + ["max_steps=12", "lr=3e-3", "warmup_steps=1", "ema_decay=0.9",
+                                                     "motion_loss_weight=2",
                                                      "sample_every_n_steps=12", "num_sample_images=2",
                                                      "sample_steps=2", "crop_min_scale=1.0", "color_jitter=0"])
     module = run.build_module("predictor", cfg)
