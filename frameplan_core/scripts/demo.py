@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
 
     def plan():
         image, text = _demo_input(sim_dir, out)
-        _cli(["plan", "--image", image, "--instruction", text, "--out", out / "plan"])
+        _cli(["plan", "--image", image, "--instruction", text, "--out", out / "plan", "--overwrite"])
         return f"{out / 'plan'} (grid, nine frames, GIF)"
 
     def ros():
