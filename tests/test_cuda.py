@@ -36,7 +36,7 @@ def test_embedded_predictor_on_cuda_matches_cpu():
     assert psnr(a, b) > 25.0
 
 
-def test_cuda_batch_equals_single_predictions():
+def test_cuda_batched_dual_guidance_in_half_precision():
     p = FramePredictor.from_pretrained("tiny", device="cuda")
     imgs = [_frame(s) for s in range(3)]
     texts = ["hand the block over to the right arm", "stack the blocks", "beat the block with the hammer"]

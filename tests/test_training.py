@@ -47,6 +47,10 @@ def test_config_yaml_unknown_keys_overrides(tmp_path):
         load_train_config("vae", None, ["image_size=32", "crop_res=64"])
     with pytest.raises(ConfigError, match="unknown model family"):
         load_train_config("gan", None)
+    # wall-clock budget: Lightning's DD:HH:MM:SS string, checked before any training starts
+    assert load_train_config("planner", None, ["max_time=00:01:30:00"]).max_time == "00:01:30:00"
+    with pytest.raises(ConfigError, match="max_time.*DD:HH:MM:SS"):
+        load_train_config("predictor", None, ["max_time=90m"])
     for kind in ("predictor", "planner", "vae"):  # the shipped configs load
         load_train_config(kind, f"config/train_{kind}.yaml")
 
