@@ -181,6 +181,37 @@ def test_resume_reproduces_uninterrupted_run_exactly(ip2p, tmp_path):
                   tmp_path / "bad", resume=part.checkpoints[-1], **kw)
 
 
+def test_export_checkpoint_gives_the_runs_model(ip2p, tmp_path, capsys):
+    from frameplan_core.cli import main
+    from frameplan_core.predictor import FramePredictor
+
+    cfg = load_train_config("predictor", None, TINY + ["max_steps=3", "checkpoint_every_n_steps=3", "lr=3e-3",
+                                                     "warmup_steps=1", "ema_decay=0.5"])
+    res = run.train("predictor", cfg, ip2p, tmp_path / "run", **QUIET)
+    ckpt = res.checkpoints[-1]
+    assert ckpt.name == "step=0000003.ckpt"
+    assert main(["export", "predictor", "--checkpoint", str(ckpt), "--out", str(tmp_path / "ema")]) == 0
+    assert "EMA weights" in capsys.readouterr().out
+    run.export_checkpoint("predictor", ckpt, tmp_path / "raw", ema=False)
+    final = FramePredictor.from_pretrained(res.model_dir, device="cpu").unet.state_dict()
+    ema = FramePredictor.from_pretrained(tmp_path / "ema", device="cpu").unet.state_dict()
+    raw = FramePredictor.from_pretrained(tmp_path / "raw", device="cpu").unet.state_dict()
+    # the last checkpoint exported with EMA is exactly the model the run exported at its end
+    assert all(torch.equal(final[k], ema[k]) for k in final)
+    assert not all(torch.equal(final[k], raw[k]) for k in final)
+    # bad input: named, not a traceback
+    assert main(["export", "predictor", "--checkpoint", str(ckpt), "--out", str(tmp_path / "ema")]) == 1
+    assert "not empty" in capsys.readouterr().err
+    assert main(["export", "planner", "--checkpoint", str(ckpt), "--out", str(tmp_path / "p")]) == 1
+    assert "frameplan_config of a planner run" in capsys.readouterr().err
+    assert main(["export", "predictor", "--checkpoint", str(tmp_path / "none.ckpt"), "--out", str(tmp_path / "x")]) == 1
+    assert "not found" in capsys.readouterr().err
+    junk = tmp_path / "junk.ckpt"
+    junk.write_bytes(b"not a checkpoint")
+    assert main(["export", "predictor", "--checkpoint", str(junk), "--out", str(tmp_path / "y")]) == 1
+    assert "cannot read" in capsys.readouterr().err
+
+
 def test_bad_samples_are_reported_then_stop(ip2p, tmp_path):
     import shutil
 

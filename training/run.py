@@ -131,6 +131,54 @@ def check_resume(cfg: TrainConfig, ckpt_path: Path) -> None:
                           f"order ({'; '.join(diff)}); resume with the original values")
 
 
+def export_checkpoint(kind: str, ckpt: str | Path, out: str | Path, ema: bool = True, overwrite: bool = False) -> Path:
+    """Write the model of a training checkpoint (EMA weights unless ``ema`` is False) as a model folder, so that
+    intermediate checkpoints can be evaluated and the best one on the validation split shipped."""
+    import torch
+
+    from frameplan_core import config as cfgmod
+    from frameplan_core.errors import ModelError
+    from frameplan_training.config import CONFIG_CLASSES
+
+    if kind not in ("predictor", "planner"):
+        raise ConfigError(f"export {kind}: only predictor and planner checkpoints can be exported this way (the VAE's "
+                          "scaling factor is measured on its training data at the end of `frameplan train vae`)")
+    ckpt, out = Path(ckpt), Path(out)
+    if not ckpt.is_file():
+        raise ConfigError(f"--checkpoint {ckpt}: checkpoint file not found")
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise ConfigError(f"--out {out}: folder exists and is not empty (pass --overwrite to replace it)")
+    try:
+        state = torch.load(str(ckpt), map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for a damaged file
+        raise ModelError(f"--checkpoint {ckpt}: cannot read the checkpoint ({type(exc).__name__}: {exc})") from None
+    saved = state.get("frameplan_config") if isinstance(state, dict) else None
+    if saved is None:
+        raise ConfigError(f"--checkpoint {ckpt}: not a frameplan training checkpoint (no frameplan_config)")
+    cfg = cfgmod.from_dict(CONFIG_CLASSES[kind], saved, f"{ckpt} (frameplan_config of a {kind} run?)")
+    module = build_module(kind, cfg)
+    module.on_load_checkpoint(state)  # checks that every trainable weight is there
+    missing, _ = module.load_state_dict(state["state_dict"], strict=False)
+    absent = sorted(module._trainable_names() & set(missing))
+    if absent:
+        raise ModelError(f"--checkpoint {ckpt}: lacks trainable weights, e.g. {absent[:3]}")
+    if ema:
+        if module._ema_state is None:
+            raise ModelError(f"--checkpoint {ckpt}: has no EMA weights (ema_decay was 0); export with --raw")
+        module.on_fit_start()
+        module.on_train_start()  # loads the EMA shadows
+    else:
+        module.ema, module._ema_state = None, None
+    if out.exists():
+        import shutil
+
+        shutil.rmtree(out)
+    folder = module.export(out)
+    log.info("exported %s step %s (%s weights) to %s", ckpt, state.get("global_step"), "EMA" if ema else "raw",
+             folder)
+    return folder
+
+
 def latest_checkpoint(out: Path) -> Path | None:
     ckpts = sorted((out / "checkpoints").glob("step=*.ckpt"))
     return ckpts[-1] if ckpts else None
