@@ -261,7 +261,8 @@ def test_vae_then_planner_lora(ip2p, grids, tmp_path):
     assert torch.all(item["source"][:, 32:, :] == -1) and torch.all(item["source"][:, :, 32:] == -1)
 
     cfg = load_train_config("planner", None, TINY + ["max_steps=3", "batch_size=2", "lr=1e-3", "warmup_steps=1",
-                                                     "ema_decay=0.9", f"vae_from={vae.model_dir}"])
+                                                     "ema_decay=0.9", f"vae_from={vae.model_dir}",
+                                                     "checkpoint_every_n_steps=3"])
     res = run.train("planner", cfg, grids, tmp_path / "planner", **QUIET)
     m = res.module
     base_before = GridPlanner.from_config(m.planner.config, seed=cfg.seed, device="cpu").transformer.state_dict()
@@ -273,5 +274,9 @@ def test_vae_then_planner_lora(ip2p, grids, tmp_path):
             assert torch.equal(p.detach(), base_before[n.replace(".base_layer.", ".")]), n  # base frozen
     g = GridPlanner.from_pretrained(res.model_dir, device="cpu")
     assert g.adapters == ["default"] and g.config.cell_size == 32
+    # its last checkpoint exports to the same model (EMA weights)
+    exported = run.export_checkpoint("planner", res.checkpoints[-1], tmp_path / "exported")
+    e = GridPlanner.from_pretrained(exported, device="cpu").transformer.state_dict()
+    assert all(torch.equal(v, e[k]) for k, v in g.transformer.state_dict().items())
     plan = g.plan(np.zeros((48, 64, 3), np.uint8), "stack the blocks", steps=1, seed=0)
     assert len(plan.frames) == 9 and plan.frames[0].shape == (32, 32, 3)
