@@ -56,6 +56,16 @@ def test_config_yaml_unknown_keys_overrides(tmp_path):
 
 
 # ---------------------------------------------------------------- data order
+def test_epoch_limit_warning_names_the_step_where_training_stops():
+    cfg = load_train_config("planner", None, ["batch_size=8", "max_epochs=400", "max_steps=20000"])
+    msg = run.epoch_limit_warning(cfg, 101, 1)  # 101 grids -> 13 steps per epoch
+    assert msg and "13 optimizer steps per epoch" in msg and "5200 steps < max_steps=20000" in msg
+    assert run.epoch_limit_warning(cfg, 101, 2) and "7 optimizer steps" in run.epoch_limit_warning(cfg, 101, 2)
+    assert run.epoch_limit_warning(cfg, 1000, 1) is None  # 125 x 400 steps >= 20000
+    cfg = load_train_config("planner", None, ["batch_size=8", "max_epochs=400", "max_steps=0"])
+    assert run.epoch_limit_warning(cfg, 101, 1) is None  # no step limit: epochs are the limit by choice
+
+
 def test_resumable_loader_continues_the_same_order():
     from frameplan_training.sampler import ResumableLoader, ResumableSampler
 

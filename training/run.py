@@ -179,6 +179,22 @@ def export_checkpoint(kind: str, ckpt: str | Path, out: str | Path, ema: bool = 
     return folder
 
 
+def epoch_limit_warning(cfg: TrainConfig, num_train: int, world_size: int = 1) -> str | None:
+    """Say when ``max_epochs`` ends a run before ``max_steps`` (small datasets: a 101-grid planner run has only 13
+    steps per epoch, so the default 400 epochs stop it at 5,200 steps whatever max_steps says)."""
+    import math
+
+    if cfg.max_steps < 1 or cfg.max_epochs < 1 or num_train < 1:
+        return None
+    per_rank = math.ceil(num_train / world_size)
+    per_epoch = math.ceil(math.ceil(per_rank / cfg.batch_size) / cfg.accumulate_grad_batches)
+    if cfg.max_epochs * per_epoch >= cfg.max_steps:
+        return None
+    return (f"max_epochs={cfg.max_epochs} x {per_epoch} optimizer steps per epoch ({num_train} training samples) = "
+            f"{cfg.max_epochs * per_epoch} steps < max_steps={cfg.max_steps}: training stops at epoch "
+            f"{cfg.max_epochs}; raise max_epochs (--set max_epochs=N) for a longer run")
+
+
 def latest_checkpoint(out: Path) -> Path | None:
     ckpts = sorted((out / "checkpoints").glob("step=*.ckpt"))
     return ckpts[-1] if ckpts else None
@@ -218,6 +234,10 @@ def train(kind: str, cfg: TrainConfig, data: str | Path, out: str | Path, resume
     module = build_module(kind, cfg)
     dm = FolderDataModule(data, dataset_factory(kind, cfg, data, module), cfg.batch_size, cfg.seed, cfg.num_workers)
     trainer, _, samples_cb = make_trainer(cfg, out, extra_callbacks, **trainer_overrides)
+    dm.setup("fit")
+    warning = epoch_limit_warning(cfg, len(dm.train_set), trainer.world_size)
+    if warning:
+        log.warning("%s", warning)
     t0 = time.perf_counter()
     trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt_path) if ckpt_path else None)
     seconds = time.perf_counter() - t0
