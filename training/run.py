@@ -116,14 +116,26 @@ def make_trainer(cfg: TrainConfig, out: Path, extra_callbacks: list | None = Non
     return L.Trainer(**kwargs), ckpt, samples
 
 
-def check_resume(cfg: TrainConfig, ckpt_path: Path) -> None:
+def read_checkpoint(ckpt_path: Path, flag: str) -> tuple[dict, dict]:
+    """(the checkpoint, its frameplan_config); errors name the command-line flag and the file."""
     import torch
 
+    from frameplan_core.errors import ModelError
+
     if not ckpt_path.is_file():
-        raise ConfigError(f"--resume {ckpt_path}: checkpoint file not found")
-    saved = torch.load(str(ckpt_path), map_location="cpu", weights_only=False).get("frameplan_config")
+        raise ConfigError(f"{flag} {ckpt_path}: checkpoint file not found")
+    try:
+        state = torch.load(str(ckpt_path), map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for a damaged file
+        raise ModelError(f"{flag} {ckpt_path}: cannot read the checkpoint ({type(exc).__name__}: {exc})") from None
+    saved = state.get("frameplan_config") if isinstance(state, dict) else None
     if saved is None:
-        raise ConfigError(f"--resume {ckpt_path}: not a frameplan training checkpoint (no frameplan_config)")
+        raise ConfigError(f"{flag} {ckpt_path}: not a frameplan training checkpoint (no frameplan_config)")
+    return state, saved
+
+
+def check_resume(cfg: TrainConfig, ckpt_path: Path) -> None:
+    _, saved = read_checkpoint(ckpt_path, "--resume")
     now = dataclasses.asdict(cfg)
     diff = [f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in RESUME_INVARIANTS if saved.get(k) != now.get(k)]
     if diff:
@@ -134,8 +146,6 @@ def check_resume(cfg: TrainConfig, ckpt_path: Path) -> None:
 def export_checkpoint(kind: str, ckpt: str | Path, out: str | Path, ema: bool = True, overwrite: bool = False) -> Path:
     """Write the model of a training checkpoint (EMA weights unless ``ema`` is False) as a model folder, so that
     intermediate checkpoints can be evaluated and the best one on the validation split shipped."""
-    import torch
-
     from frameplan_core import config as cfgmod
     from frameplan_core.errors import ModelError
     from frameplan_training.config import CONFIG_CLASSES
@@ -144,36 +154,19 @@ def export_checkpoint(kind: str, ckpt: str | Path, out: str | Path, ema: bool = 
         raise ConfigError(f"export {kind}: only predictor and planner checkpoints can be exported this way (the VAE's "
                           "scaling factor is measured on its training data at the end of `frameplan train vae`)")
     ckpt, out = Path(ckpt), Path(out)
-    if not ckpt.is_file():
-        raise ConfigError(f"--checkpoint {ckpt}: checkpoint file not found")
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise ConfigError(f"--out {out}: folder exists and is not empty (pass --overwrite to replace it)")
-    try:
-        state = torch.load(str(ckpt), map_location="cpu", weights_only=False)
-    except Exception as exc:  # noqa: BLE001 - torch raises many types for a damaged file
-        raise ModelError(f"--checkpoint {ckpt}: cannot read the checkpoint ({type(exc).__name__}: {exc})") from None
-    saved = state.get("frameplan_config") if isinstance(state, dict) else None
-    if saved is None:
-        raise ConfigError(f"--checkpoint {ckpt}: not a frameplan training checkpoint (no frameplan_config)")
+    state, saved = read_checkpoint(ckpt, "--checkpoint")
     cfg = cfgmod.from_dict(CONFIG_CLASSES[kind], saved, f"{ckpt} (frameplan_config of a {kind} run?)")
     module = build_module(kind, cfg)
-    module.on_load_checkpoint(state)  # checks that every trainable weight is there
-    missing, _ = module.load_state_dict(state["state_dict"], strict=False)
-    absent = sorted(module._trainable_names() & set(missing))
-    if absent:
-        raise ModelError(f"--checkpoint {ckpt}: lacks trainable weights, e.g. {absent[:3]}")
+    module.on_load_checkpoint(state)  # refuses a checkpoint that lacks any trainable weight
+    module.load_state_dict(state["state_dict"], strict=False)  # it holds the trainable weights only
     if ema:
         if module._ema_state is None:
             raise ModelError(f"--checkpoint {ckpt}: has no EMA weights (ema_decay was 0); export with --raw")
         module.on_fit_start()
         module.on_train_start()  # loads the EMA shadows
-    else:
-        module.ema, module._ema_state = None, None
-    if out.exists():
-        import shutil
-
-        shutil.rmtree(out)
-    folder = module.export(out)
+    folder = module.export(out)  # save_pretrained replaces an existing folder atomically
     log.info("exported %s step %s (%s weights) to %s", ckpt, state.get("global_step"), "EMA" if ema else "raw",
              folder)
     return folder
