@@ -55,6 +55,28 @@ def test_config_yaml_unknown_keys_overrides(tmp_path):
         load_train_config(kind, f"config/train_{kind}.yaml")
 
 
+def test_lr_cooldown_falls_linearly_to_zero_at_max_steps(ip2p, tmp_path):
+    import csv
+
+    from frameplan_training.base_module import warmup_constant
+
+    f = warmup_constant(10, 100, 1000)
+    assert [f(s) for s in (0, 9, 500, 900, 950, 999, 1000)] == [0.1, 1.0, 1.0, 1.0, 0.5, 0.01, 0.0]
+    assert warmup_constant(10)(10**6) == 1.0  # no cooldown: constant to the end (IP2P)
+    with pytest.raises(ConfigError, match="lr_decay_steps.*max_steps"):
+        load_train_config("predictor", None, ["lr_decay_steps=100"])  # max_steps -1: no end to decay towards
+    with pytest.raises(ConfigError, match="lr_decay_steps"):
+        load_train_config("predictor", None, ["max_steps=50", "lr_decay_steps=-1"])
+    # the schedule the optimizer really used, from the run's own CSV log
+    cfg = load_train_config("predictor", None, TINY + ["max_steps=4", "lr=1e-3", "warmup_steps=1",
+                                                       "lr_decay_steps=2", "ema_decay=0"])
+    res = run.train("predictor", cfg, ip2p, tmp_path / "cool", export=False, **QUIET)
+    rows = list(csv.DictReader(open(tmp_path / "cool" / "logs" / "metrics.csv")))
+    lrs = [float(r["train/lr"]) for r in rows if r.get("train/lr")]
+    assert lrs == pytest.approx([1e-3, 1e-3, 1e-3, 5e-4])
+    assert res.module.trainer.optimizers[0].param_groups[0]["lr"] == 0.0
+
+
 # ---------------------------------------------------------------- data order
 def test_epoch_limit_warning_names_the_step_where_training_stops():
     cfg = load_train_config("planner", None, ["batch_size=8", "max_epochs=400", "max_steps=20000"])

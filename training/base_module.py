@@ -1,4 +1,5 @@
-"""What every frameplan LightningModule shares: AdamW with linear warmup then constant lr, EMA of the trainable
+"""What every frameplan LightningModule shares: AdamW with linear warmup then constant lr (optionally a linear
+cooldown to 0 before max_steps), EMA of the trainable
 weights, per-batch random generators derived from (seed, epoch, batch) so a resumed run draws exactly the same
 noise, and checkpoints that hold only the trainable weights (the frozen VAE / text encoder are rebuilt from the
 model the run started from, so a checkpoint stays small)."""
@@ -22,10 +23,14 @@ log = logging.getLogger(__name__)
 _STAGES = {"train": 0, "val": 1, "sample": 2}
 
 
-def warmup_constant(warmup_steps: int):
-    """lr multiplier for optimizer step s: (s + 1) / warmup during warmup, then 1."""
+def warmup_constant(warmup_steps: int, decay_steps: int = 0, max_steps: int = -1):
+    """lr multiplier for optimizer step s: (s + 1) / warmup during warmup, then 1; with ``decay_steps`` it then
+    falls linearly to 0 at ``max_steps`` (the step count alone decides, so a resumed run gets the same lr)."""
     def factor(step: int) -> float:
-        return 1.0 if warmup_steps <= 0 else min(1.0, (step + 1) / warmup_steps)
+        f = 1.0 if warmup_steps <= 0 else min(1.0, (step + 1) / warmup_steps)
+        if decay_steps > 0 and max_steps > 0:
+            f = min(f, max(0.0, (max_steps - step) / decay_steps))
+        return f
     return factor
 
 
@@ -82,7 +87,7 @@ class FrameplanModule(L.LightningModule):
             raise ModelError("nothing to train: no trainable parameters")
         opt = torch.optim.AdamW(params, lr=c.lr, betas=(c.adam_beta1, c.adam_beta2), eps=c.adam_eps,
                                 weight_decay=c.weight_decay)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_constant(c.warmup_steps))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_constant(c.warmup_steps, c.lr_decay_steps, c.max_steps))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "frequency": 1}}
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:

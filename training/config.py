@@ -29,6 +29,9 @@ class TrainConfig:
     color_jitter: brightness, contrast and saturation factors drawn in [1 - j, 1 + j], applied identically to
         every image of a sample (input, target and grid cells), on top of the simulator's randomisation.
     warmup_steps: linear warmup of the learning rate from 0 to ``lr`` over this many optimizer steps, then constant.
+    lr_decay_steps: optional cooldown: the lr falls linearly from ``lr`` to 0 over the last this-many optimizer
+        steps before ``max_steps`` (a warmup-stable-decay schedule; needs max_steps). 0 = constant to the end (IP2P).
+        Because the decay is placed by max_steps, a run can be resumed with a cooldown it did not have before.
     val_every_n_epochs / val_every_n_steps: validation cadence (steps wins when > 0).
     max_time: optional wall-clock budget "DD:HH:MM:SS" (Lightning's ``max_time``); training stops cleanly at the
         first of max_steps / max_epochs / max_time and the model is still exported (time-boxed GPU leases).
@@ -51,6 +54,7 @@ class TrainConfig:
     accumulate_grad_batches: int = 1
     lr: float = 1e-4
     warmup_steps: int = 500
+    lr_decay_steps: int = 0
     weight_decay: float = 0.01
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
@@ -100,6 +104,11 @@ class TrainConfig:
                self.num_workers, self.limit_val_batches) < 0:
             raise ConfigError("warmup_steps, sample_every_n_steps, val_every_n_steps, limit_val_batches, "
                               "max_bad_samples and num_workers must be >= 0")
+        if self.lr_decay_steps < 0:
+            raise ConfigError(f"lr_decay_steps={self.lr_decay_steps}: must be >= 0")
+        if self.lr_decay_steps > 0 and not 0 < self.lr_decay_steps <= self.max_steps:
+            raise ConfigError(f"lr_decay_steps={self.lr_decay_steps} needs max_steps >= lr_decay_steps (the cooldown "
+                              f"ends at max_steps; max_steps={self.max_steps})")
         if self.max_time is not None:
             parts = str(self.max_time).split(":")
             if len(parts) != 4 or not all(p.isdigit() for p in parts):
