@@ -189,3 +189,53 @@ def test_text_embeddings_cached_and_equal_to_fresh_encoding(pred):
                                fresh[[1, 0, 1]])
     many = [f"move block {i}" for i in range(100)]  # more than the cache holds in one call
     assert pred.encode_text(many).shape[0] == 100 and len(pred._text_cache) <= 64
+
+
+class _ZeroChangeOracle(torch.nn.Module):
+    """The exact denoiser of a distribution concentrated on the zero latent: eps = x_t / sqrt(1 - alpha_bar_t)."""
+
+    def __init__(self, alphas_cumprod: torch.Tensor, channels: int):
+        super().__init__()
+        self.register_buffer("abar", alphas_cumprod.float())
+        self.dummy = torch.nn.Parameter(torch.zeros(()))  # the sampler reads the UNet's dtype from a parameter
+        self.c = channels
+
+    def forward(self, x, t, encoder_hidden_states=None, return_dict=True):
+        from types import SimpleNamespace
+
+        eps = x[:, : self.c] / (1 - self.abar[torch.as_tensor(t).long()]).sqrt()
+        return SimpleNamespace(sample=eps) if return_dict else (eps,)
+
+
+def test_residual_target_turns_a_zero_change_into_a_copy(tmp_path):
+    """target=residual: the sampled latent is the change from the input, so a sampler that returns "no change"
+    yields the VAE reconstruction of the input (target=frame would decode the zero latent instead)."""
+    p = FramePredictor.from_config(small("tiny-clip"), seed=0, device="cpu")
+    p.unet = _ZeroChangeOracle(p.scheduler.alphas_cumprod, p.vae.config.latent_channels)
+    x = torch.from_numpy(FRAME[:64, :64]).permute(2, 0, 1)[None].float() / 127.5 - 1
+    recon = p.decode_latents(p.encode_image_latents(x) * p.vae.config.scaling_factor)
+    zero = p.decode_latents(torch.zeros_like(p.encode_image_latents(x)))
+    as_u8 = lambda t: ((t[0].permute(1, 2, 0).clamp(-1, 1) + 1) * 127.5).round().byte().numpy()  # noqa: E731
+    frame_out = p.predict(FRAME[:64, :64], "x", steps=4).astype(int)
+    assert np.abs(frame_out - as_u8(zero).astype(int)).max() <= 1
+    p.config.target = "residual"
+    resid_out = p.predict(FRAME[:64, :64], "x", steps=4).astype(int)
+    assert np.abs(resid_out - as_u8(recon).astype(int)).max() <= 1
+    assert np.abs(resid_out - frame_out).mean() > 5  # the two parameterisations really differ here
+    # the trainer's target and the sampler's output are inverse maps
+    z_img, z_tgt = torch.randn(2, 4, 8, 8), torch.randn(2, 4, 8, 8)
+    torch.testing.assert_close(p.frame_latents(p.diffusion_target(z_tgt, z_img), z_img), z_tgt)
+    torch.testing.assert_close(p.diffusion_target(z_tgt, z_img), z_tgt - 0.18215 * z_img)
+
+
+def test_residual_target_is_saved_and_old_configs_load_as_frame(pred, tmp_path):
+    d = pred.config.to_dict()
+    assert d["target"] == "frame"
+    old = {k: v for k, v in d.items() if k != "target"}  # configs saved before the field existed
+    assert PredictorConfig.from_dict(old).target == "frame"
+    with pytest.raises(ConfigError, match="target.*'delta'"):
+        PredictorConfig.from_dict({**d, "target": "delta"})
+    q = FramePredictor.from_config(small("tiny"), seed=0, device="cpu")
+    q.config.target = "residual"
+    q.save_pretrained(tmp_path / "r")
+    assert FramePredictor.from_pretrained(tmp_path / "r", device="cpu").config.target == "residual"

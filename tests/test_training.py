@@ -180,6 +180,34 @@ def test_predictor_training_lowers_loss_and_exports(ip2p, tmp_path, caplog):
     assert (tmp_path / "run" / "logs" / "metrics.csv").is_file()
 
 
+def test_residual_target_fine_tune(ip2p, tmp_path):
+    """target=residual on a saved frame-target model: the loss is taken on the change from the input (tested with
+    the exact denoiser of "nothing changes"), the run exports a residual model and refuses a resume that flips it."""
+    from test_predictor import _ZeroChangeOracle
+
+    from frameplan_core.predictor import FramePredictor
+    from frameplan_training.datasets import PairDataset
+
+    base = TINY + ["model=frameplan_core/weights/predictor-tiny", "warmup_steps=1", "ema_decay=0",
+                   "crop_min_scale=1.0", "color_jitter=0"]
+    module = run.build_module("predictor", load_train_config("predictor", None, base + ["target=residual"]))
+    assert module.predictor.config.target == "residual"
+    ds = PairDataset(ip2p, "train", 40, 32)
+    batch = torch.utils.data.default_collate([ds[i] for i in range(4)])
+    batch["target"] = batch["input"].clone()  # an unchanged scene
+    module.unet = _ZeroChangeOracle(module.predictor.scheduler.alphas_cumprod, 4)
+    resid = float(module.compute_loss(batch, torch.Generator().manual_seed(0), train=False)[0])
+    module.predictor.config.target = "frame"
+    frame = float(module.compute_loss(batch, torch.Generator().manual_seed(0), train=False)[0])
+    assert resid < 0.2 * frame, (resid, frame)
+    cfg = load_train_config("predictor", None, base + ["target=residual", "max_steps=2", "checkpoint_every_n_steps=1"])
+    res = run.train("predictor", cfg, ip2p, tmp_path / "r", **QUIET)
+    assert FramePredictor.from_pretrained(res.model_dir, device="cpu").config.target == "residual"
+    with pytest.raises(ConfigError, match="target"):
+        run.train("predictor", load_train_config("predictor", None, base + ["target=frame", "max_steps=3"]), ip2p,
+                  tmp_path / "bad", resume=res.checkpoints[0], export=False, **QUIET)
+
+
 def _state(module):
     s = {k: v.clone() for k, v in module.named_trainable_state()}
     s.update({f"ema.{k}": v for k, v in module.ema.state_dict()["shadows"].items()})

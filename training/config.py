@@ -123,6 +123,8 @@ class PredictorTrainConfig(TrainConfig):
 
     drop_*_prob: conditioning dropout of the paper (5% text only, 5% image only, 5% both), which is what makes
         dual classifier-free guidance possible at inference.
+    target: set the model's diffusion target (``frame`` | ``residual``, see PredictorConfig) for this run; None
+        keeps the one of ``model`` (a preset: ``frame``). Switching a saved model fine-tunes it to the new target.
     motion_loss_weight: lambda of the motion-constraint loss: the per-element eps MSE is weighted by
         1 + lambda * m, where m in [0, 1] is the fraction of changed pixels (input->target difference above
         ``motion_threshold`` of 255) in each latent cell, dilated by one latent cell; the weighted mean is
@@ -133,6 +135,7 @@ class PredictorTrainConfig(TrainConfig):
     drop_text_prob: float = 0.05
     drop_image_prob: float = 0.05
     drop_both_prob: float = 0.05
+    target: Literal["frame", "residual"] | None = None
     motion_loss_weight: float = 0.0
     motion_threshold: int = 25
     sample_text_scale: float = 7.5

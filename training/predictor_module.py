@@ -1,7 +1,8 @@
 """InstructPix2Pix training of the frameplan_core ``FramePredictor`` itself (no copy of the architecture): only
 the UNet trains; VAE and text encoder stay frozen.
 
-Loss: eps-prediction MSE on the noisy target latent (VAE sample x scaling factor) with the *unscaled* mode latent
+Loss: eps-prediction MSE on the noisy target latent (VAE sample x scaling factor; minus the scaled input latent
+for a ``residual``-target model) with the *unscaled* mode latent
 of the input frame concatenated on the channel axis; conditioning dropout of the paper (text only / image only /
 both); plus the motion-constraint weighting (config ``motion_loss_weight``): latent cells that change between
 input and target frame weigh ``1 + lambda x changed_fraction`` in a normalised weighted mean."""
@@ -31,10 +32,16 @@ def load_predictor(cfg: PredictorTrainConfig, device: str = "cpu"):
         p = FramePredictor.from_config(pcfg.validate(), seed=cfg.seed, device=device, dtype="float32")
     else:
         p = FramePredictor.from_pretrained(cfg.model, device=device, dtype="float32")
+        if cfg.target and cfg.target != p.config.target:
+            log.info("diffusion target %s -> %s: the UNet is fine-tuned to the new parameterisation",
+                     p.config.target, cfg.target)
         if p.config.resolution != cfg.crop_res:
             log.info("model resolution %d -> %d (crop_res)", p.config.resolution, cfg.crop_res)
             p.config.resolution = cfg.crop_res
             p.config.validate()
+    if cfg.target:
+        p.config.target = cfg.target
+        p.config.validate()
     if cfg.vae_from:
         replace_vae(p, cfg.vae_from)
     return p
@@ -90,6 +97,7 @@ class PredictorModule(FrameplanModule):
         with torch.no_grad():
             z_tgt = p.encode_target_latents(x_tgt, generator=generator).float()
             z_img = p.encode_image_latents(x_in).float()
+            z_tgt = p.diffusion_target(z_tgt, z_img)  # the frame latent, or its change from the input
             text = self.text_embeddings(list(batch["text"]))
         noise = torch.randn(z_tgt.shape, generator=generator).to(self.device)
         sched = p.scheduler

