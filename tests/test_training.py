@@ -241,6 +241,23 @@ def test_resume_reproduces_uninterrupted_run_exactly(ip2p, tmp_path):
                   tmp_path / "bad", resume=part.checkpoints[-1], **kw)
 
 
+def test_resume_into_the_same_folder_keeps_the_earlier_logs(ip2p, tmp_path):
+    import csv
+
+    base = TINY + ["warmup_steps=1", "ema_decay=0", "checkpoint_every_n_steps=1", "keep_checkpoints=5"]
+    out = tmp_path / "run"
+    first = run.train("predictor", load_train_config("predictor", None, base + ["max_steps=2"]), ip2p, out,
+                      export=False, **QUIET)
+    steps = lambda f: [int(r["step"]) for r in csv.DictReader(open(f)) if r.get("train/loss")]  # noqa: E731
+    assert steps(out / "logs" / "metrics.csv") == [0, 1]
+    for resumed_max, folder in ((3, "run2"), (4, "run3")):
+        run.train("predictor", load_train_config("predictor", None, base + [f"max_steps={resumed_max}"]), ip2p,
+                  out, resume="auto", export=False, **QUIET)
+        assert steps(out / "logs" / folder / "metrics.csv") == [resumed_max - 1]
+    assert steps(out / "logs" / "metrics.csv") == [0, 1]  # Lightning would have deleted these rows
+    assert first.global_step == 2
+
+
 def test_export_checkpoint_gives_the_runs_model(ip2p, tmp_path, capsys):
     from frameplan_core.cli import main
     from frameplan_core.predictor import FramePredictor

@@ -85,6 +85,18 @@ def dataset_factory(kind: str, cfg: TrainConfig, data: Path, module=None):
     return make
 
 
+def log_version(out: Path) -> str:
+    """Logger version folder under ``out/logs``: "" for a fresh run, ``run2``, ``run3``, ... when logs exist (a
+    ``--resume`` into the same folder), because Lightning's CSV logger deletes an existing metrics.csv."""
+    logs = out / "logs"
+    if not logs.is_dir() or not any(logs.iterdir()):
+        return ""
+    k = 2
+    while (logs / f"run{k}").exists():
+        k += 1
+    return f"run{k}"
+
+
 def make_trainer(cfg: TrainConfig, out: Path, extra_callbacks: list | None = None, **overrides: Any):
     import lightning as L
     from frameplan_training.callbacks import SampleImages
@@ -95,8 +107,9 @@ def make_trainer(cfg: TrainConfig, out: Path, extra_callbacks: list | None = Non
                            save_top_k=cfg.keep_checkpoints, every_n_train_steps=cfg.checkpoint_every_n_steps,
                            save_on_train_epoch_end=False, auto_insert_metric_name=True)
     samples = SampleImages(out / "samples", cfg.sample_every_n_steps, cfg.num_sample_images)
-    logger = (TensorBoardLogger(out, name="logs", version="") if cfg.logger == "tensorboard"
-              else CSVLogger(out, name="logs", version=""))
+    version = log_version(out)
+    logger = (TensorBoardLogger(out, name="logs", version=version) if cfg.logger == "tensorboard"
+              else CSVLogger(out, name="logs", version=version))
     val_kw: dict[str, Any]
     if cfg.val_every_n_steps > 0:
         val_kw = {"val_check_interval": cfg.val_every_n_steps * cfg.accumulate_grad_batches,
