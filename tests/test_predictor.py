@@ -228,7 +228,7 @@ def test_residual_target_turns_a_zero_change_into_a_copy(tmp_path):
     torch.testing.assert_close(p.diffusion_target(z_tgt, z_img), z_tgt - 0.18215 * z_img)
 
 
-def test_residual_target_is_saved_and_old_configs_load_as_frame(pred, tmp_path):
+def test_residual_target_is_saved_and_old_configs_load_as_frame(pred, tmp_path, capsys):
     d = pred.config.to_dict()
     assert d["target"] == "frame"
     old = {k: v for k, v in d.items() if k != "target"}  # configs saved before the field existed
@@ -239,3 +239,12 @@ def test_residual_target_is_saved_and_old_configs_load_as_frame(pred, tmp_path):
     q.config.target = "residual"
     q.save_pretrained(tmp_path / "r")
     assert FramePredictor.from_pretrained(tmp_path / "r", device="cpu").config.target == "residual"
+    # diffusers' InstructPix2Pix pipeline must not take the folder for one of its own (it would decode the change)
+    import json
+
+    assert json.loads((tmp_path / "r" / "model_index.json").read_text())["_class_name"] != \
+        "StableDiffusionInstructPix2PixPipeline"
+    from frameplan_core.cli import main
+
+    assert main(["bench", "predictor", "--model", str(tmp_path / "r"), "--device", "cpu"]) != 0
+    assert "residual-target model" in capsys.readouterr().err

@@ -155,6 +155,7 @@ def psnr(a, b) -> float:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from frameplan_core.errors import ModelError
     from frameplan_core.predictor import FramePredictor, PredictorConfig
 
     if args.threads:
@@ -166,6 +167,9 @@ def run(args: argparse.Namespace) -> int:
         p = FramePredictor.from_config(PredictorConfig.preset(args.preset), seed=0, device=args.device,
                                        dtype=args.dtype if args.dtype != "auto" else "auto")
         weights = f"random init ({args.preset})"
+    if p.config.target != "frame":
+        raise ModelError(f"bench predictor: {weights} is a {p.config.target}-target model; the paper-default "
+                         "baseline (diffusers' InstructPix2Pix pipeline) denoises frames, so it cannot run it")
     print(p.describe())
     dev = p.device
     imgs = test_images(max(args.psnr_images, args.batch))

@@ -104,6 +104,12 @@ def save_components(c: Components, folder: str | Path) -> None:
              "scheduler": ["diffusers", type(c.scheduler).__name__],
              "safety_checker": [None, None], "feature_extractor": [None, None], "image_encoder": [None, None],
              "requires_safety_checker": False}
+    if c.config.target != "frame":
+        # diffusers' InstructPix2Pix pipeline would decode the sampled change as if it were the frame: make it
+        # refuse the folder instead (frameplan loads it from frameplan.json)
+        index["_class_name"] = "FrameplanResidualInstructPix2Pix"
+        index["_frameplan_note"] = ("target=residual: the UNet denoises the change from the input; load with "
+                                    "frameplan_core FramePredictor.from_pretrained")
     if c.text_encoder.kind == "clip":
         c.text_encoder.save_pretrained(folder)
         index["text_encoder"] = ["transformers", "CLIPTextModel"]
