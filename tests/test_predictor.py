@@ -12,6 +12,7 @@ from frameplan_core.predictor import (
 )
 from frameplan_core.predictor.predictor import TINY_WEIGHTS
 from frameplan_core.text import InstructionTruncatedWarning
+from oracles import ZeroChangeOracle
 
 RNG = np.random.default_rng(0)
 FRAME = RNG.integers(0, 256, (240, 320, 3), dtype=np.uint8)  # D435 size
@@ -191,27 +192,11 @@ def test_text_embeddings_cached_and_equal_to_fresh_encoding(pred):
     assert pred.encode_text(many).shape[0] == 100 and len(pred._text_cache) <= 64
 
 
-class _ZeroChangeOracle(torch.nn.Module):
-    """The exact denoiser of a distribution concentrated on the zero latent: eps = x_t / sqrt(1 - alpha_bar_t)."""
-
-    def __init__(self, alphas_cumprod: torch.Tensor, channels: int):
-        super().__init__()
-        self.register_buffer("abar", alphas_cumprod.float())
-        self.dummy = torch.nn.Parameter(torch.zeros(()))  # the sampler reads the UNet's dtype from a parameter
-        self.c = channels
-
-    def forward(self, x, t, encoder_hidden_states=None, return_dict=True):
-        from types import SimpleNamespace
-
-        eps = x[:, : self.c] / (1 - self.abar[torch.as_tensor(t).long()]).sqrt()
-        return SimpleNamespace(sample=eps) if return_dict else (eps,)
-
-
 def test_residual_target_turns_a_zero_change_into_a_copy(tmp_path):
     """target=residual: the sampled latent is the change from the input, so a sampler that returns "no change"
     yields the VAE reconstruction of the input (target=frame would decode the zero latent instead)."""
     p = FramePredictor.from_config(small("tiny-clip"), seed=0, device="cpu")
-    p.unet = _ZeroChangeOracle(p.scheduler.alphas_cumprod, p.vae.config.latent_channels)
+    p.unet = ZeroChangeOracle(p.scheduler.alphas_cumprod, p.vae.config.latent_channels)
     x = torch.from_numpy(FRAME[:64, :64]).permute(2, 0, 1)[None].float() / 127.5 - 1
     recon = p.decode_latents(p.encode_image_latents(x) * p.vae.config.scaling_factor)
     zero = p.decode_latents(torch.zeros_like(p.encode_image_latents(x)))

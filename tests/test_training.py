@@ -9,6 +9,7 @@ import torch
 from frameplan_training import run
 from frameplan_training.config import load_train_config
 from frameplan_training.synthetic import write_grid, write_ip2p
+from oracles import ZeroChangeOracle
 
 from frameplan_core.errors import ConfigError, DataError
 
@@ -183,8 +184,6 @@ def test_predictor_training_lowers_loss_and_exports(ip2p, tmp_path, caplog):
 def test_residual_target_fine_tune(ip2p, tmp_path):
     """target=residual on a saved frame-target model: the loss is taken on the change from the input (tested with
     the exact denoiser of "nothing changes"), the run exports a residual model and refuses a resume that flips it."""
-    from test_predictor import _ZeroChangeOracle
-
     from frameplan_core.predictor import FramePredictor
     from frameplan_training.datasets import PairDataset
 
@@ -195,7 +194,7 @@ def test_residual_target_fine_tune(ip2p, tmp_path):
     ds = PairDataset(ip2p, "train", 40, 32)
     batch = torch.utils.data.default_collate([ds[i] for i in range(4)])
     batch["target"] = batch["input"].clone()  # an unchanged scene
-    module.unet = _ZeroChangeOracle(module.predictor.scheduler.alphas_cumprod, 4)
+    module.unet = ZeroChangeOracle(module.predictor.scheduler.alphas_cumprod, 4)
     resid = float(module.compute_loss(batch, torch.Generator().manual_seed(0), train=False)[0])
     module.predictor.config.target = "frame"
     frame = float(module.compute_loss(batch, torch.Generator().manual_seed(0), train=False)[0])

@@ -32,14 +32,12 @@ def load_predictor(cfg: PredictorTrainConfig, device: str = "cpu"):
         p = FramePredictor.from_config(pcfg.validate(), seed=cfg.seed, device=device, dtype="float32")
     else:
         p = FramePredictor.from_pretrained(cfg.model, device=device, dtype="float32")
-        if cfg.target and cfg.target != p.config.target:
-            log.info("diffusion target %s -> %s: the UNet is fine-tuned to the new parameterisation",
-                     p.config.target, cfg.target)
         if p.config.resolution != cfg.crop_res:
             log.info("model resolution %d -> %d (crop_res)", p.config.resolution, cfg.crop_res)
             p.config.resolution = cfg.crop_res
             p.config.validate()
-    if cfg.target:
+    if cfg.target and cfg.target != p.config.target:
+        log.info("diffusion target %s -> %s (config target)", p.config.target, cfg.target)
         p.config.target = cfg.target
         p.config.validate()
     if cfg.vae_from:
