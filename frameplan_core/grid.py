@@ -62,9 +62,18 @@ def split(grid: np.ndarray) -> list[np.ndarray]:
     return out
 
 
-def source_grid(first: np.ndarray) -> np.ndarray:
-    """The conditioning image: frame 1 in the top-left cell, exact black (0) elsewhere."""
+LAYOUTS = ("first_cell", "tiled")
+
+
+def source_grid(first: np.ndarray, layout: str = "first_cell") -> np.ndarray:
+    """The conditioning image: frame 1 in the top-left cell, exact black (0) elsewhere (``first_cell``, the seed's
+    layout), or frame 1 in every cell (``tiled``: each target cell then finds the observation at its own RoPE
+    position, so carrying the static scene over is a zero-offset copy instead of a cell-dependent shift)."""
+    if layout not in LAYOUTS:
+        raise InputError(f"source grid layout {layout!r}: expected one of {list(LAYOUTS)}")
     h, w = first.shape[:2]
+    if layout == "tiled":
+        return np.ascontiguousarray(np.tile(first, (ROWS, COLS) + (1,) * (first.ndim - 2)))
     grid = np.zeros((ROWS * h, COLS * w) + first.shape[2:], first.dtype)
     grid[:h, :w] = first
     return grid

@@ -67,6 +67,40 @@ def test_source_grid_is_frame_one_top_left_and_exact_black_elsewhere(planner, im
     assert with_traj[mask].max() == 0
 
 
+def test_tiled_layout_puts_frame_one_in_every_cell_and_is_what_training_sees(image, tmp_path):
+    import dataclasses
+
+    from frameplan_core.grid import source_grid
+
+    pl = GridPlanner.from_config(PlannerConfig.preset("tiny", cell_size=CELL, steps=2, condition="tiled"), seed=0)
+    cells = cells_of(pl.conditioning_grid(image, [[5, 5], [60, 40]]))
+    assert all((c == cells[0]).all() for c in cells)  # frame 1 with its trajectory in all nine cells
+    plan = pl.plan(image, "stack the blocks", seed=0)
+    assert (plan.conditioning == pl.conditioning_grid(image)).all()
+    # training data keeps the seed's layout; the planner tiles cell 1, so both layouts give the same loss, and a
+    # first_cell planner with the same weights sees a different input
+    first = plan.frames[0]
+
+    def loss(p, src):
+        batch = {"source": src[None], "target": plan.grid[None], "instruction": ["x"], "sigmas": torch.tensor([0.6])}
+        return float(p.training_loss(batch, torch.Generator().manual_seed(0)))
+
+    tiled = loss(pl, source_grid(first, "tiled"))
+    assert loss(pl, source_grid(first)) == tiled
+    assert loss(GridPlanner(dataclasses.replace(pl.config, condition="first_cell"), pl._m), source_grid(first)) != tiled
+    pl.save_pretrained(tmp_path / "t")
+    assert GridPlanner.from_pretrained(tmp_path / "t", device="cpu").config.condition == "tiled"
+    old = pl.config.to_dict()
+    old.pop("condition")  # configs saved before the option load with the seed's layout
+    assert PlannerConfig.from_dict(old).condition == "first_cell"
+    with pytest.raises(ConfigError, match="condition"):
+        PlannerConfig.preset("tiny", condition="everywhere")
+    with pytest.raises(InputError, match="layout"):
+        source_grid(first, "diagonal")
+    with pytest.raises(InputError, match="3x3"):
+        pl.condition_pixels(np.zeros((1, 97, 96, 3), np.uint8))
+
+
 def test_modalities_text_trajectory_both_and_determinism(planner, image):
     traj = [[5, 5], [30, 20], [60, 40]]
     a = planner.plan(image, "push the block", seed=3)

@@ -207,6 +207,24 @@ def test_residual_target_fine_tune(ip2p, tmp_path):
                   tmp_path / "bad", resume=res.checkpoints[0], export=False, **QUIET)
 
 
+def test_planner_tiled_condition_fine_tune(grids, tmp_path):
+    """condition=tiled on a saved first-cell planner: the run trains and exports a tiled planner and refuses a
+    resume that flips the layout back."""
+    from frameplan_core.planner import GridPlanner
+
+    base = TINY + ["model=frameplan_core/weights/planner-tiny", "train_base=true", "batch_size=2", "warmup_steps=1"]
+    assert GridPlanner.from_pretrained("tiny", device="cpu").config.condition == "first_cell"
+    cfg = load_train_config("planner", None, base + ["condition=tiled", "max_steps=2", "checkpoint_every_n_steps=1"])
+    res = run.train("planner", cfg, grids, tmp_path / "r", **QUIET)
+    g = GridPlanner.from_pretrained(res.model_dir, device="cpu")
+    assert g.config.condition == "tiled" and g.config.cell_size == 32
+    with pytest.raises(ConfigError, match="condition"):
+        run.train("planner", load_train_config("planner", None, base + ["condition=first_cell", "max_steps=3"]),
+                  grids, tmp_path / "bad", resume=res.checkpoints[0], export=False, **QUIET)
+    with pytest.raises(ConfigError, match="condition"):
+        load_train_config("planner", None, base + ["condition=everywhere"])
+
+
 def _state(module):
     s = {k: v.clone() for k, v in module.named_trainable_state()}
     s.update({f"ema.{k}": v for k, v in module.ema.state_dict()["shadows"].items()})

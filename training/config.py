@@ -163,6 +163,8 @@ class PlannerTrainConfig(TrainConfig):
     adapter_name: name of the trained LoRA adapter (saved under ``adapters/<name>``).
     train_base: train the base transformer instead of a LoRA adapter (needed once for the embedded ``tiny``
         model, whose base starts random; a real FLUX base is only ever LoRA-trained).
+    condition: set the planner's source-grid layout (``first_cell`` | ``tiled``, see PlannerConfig) for this run;
+        None keeps the one of ``model`` (a preset: ``first_cell``). The data stays in the seed's layout.
     """
 
     drop_text_prob: float = 0.2
@@ -172,6 +174,7 @@ class PlannerTrainConfig(TrainConfig):
     lora_alpha: float | None = None
     adapter_name: str = "default"
     train_base: bool = False
+    condition: Literal["first_cell", "tiled"] | None = None
     sample_guidance: float = 3.5
     image_size: int = 64
     crop_res: int = 64

@@ -7,6 +7,7 @@ trajectory only (empty instruction) or neither, with the trajectory taken from t
 and drawn by frameplan_core.trajectory exactly as ``GridPlanner.plan`` draws it."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -31,10 +32,15 @@ def load_planner(cfg: PlannerTrainConfig, device: str = "cpu"):
             over["lora_rank"] = cfg.lora_rank
         if cfg.lora_alpha is not None:
             over["lora_alpha"] = cfg.lora_alpha
+        if cfg.condition:
+            over["condition"] = cfg.condition
         planner = GridPlanner.from_config(PlannerConfig.preset(cfg.model, **over), seed=cfg.seed, device=device,
                                           dtype="float32")
     else:
         planner = GridPlanner.from_pretrained(cfg.model, device=device, dtype="float32", cell_size=cfg.crop_res)
+        if cfg.condition and cfg.condition != planner.config.condition:
+            log.info("source-grid layout %s -> %s (config condition)", planner.config.condition, cfg.condition)
+            planner.config = dataclasses.replace(planner.config, condition=cfg.condition)
     if cfg.vae_from:
         replace_vae(planner, cfg.vae_from)
     return planner

@@ -28,7 +28,7 @@ from frameplan_core.errors import ConfigError, DataError
 log = logging.getLogger(__name__)
 
 # fields that must not change between a run and its resume (they define the model or the data order)
-RESUME_INVARIANTS = ("model", "vae_from", "target", "seed", "batch_size", "image_size", "crop_res")
+RESUME_INVARIANTS = ("model", "vae_from", "target", "condition", "seed", "batch_size", "image_size", "crop_res")
 
 
 @dataclass

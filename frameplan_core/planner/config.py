@@ -59,6 +59,8 @@ class PlannerConfig:
     vae: AutoencoderKL config dict; ``None`` for the tiny preset means "the shared tiny ÷8 VAE preset".
     text_encoder: ``minilm`` (tiny) or ``clip+t5`` (FLUX.1-dev: CLIP pooled + T5 tokens).
     guidance: FLUX.1-dev distilled-guidance value fed to the transformer's guidance embedding (one pass per step).
+    condition: layout of the source grid (``frameplan_core.grid.source_grid``): ``first_cell`` (the seed's: frame 1
+    top-left, black elsewhere) or ``tiled`` (frame 1 in every cell). Training and inference use the same one.
     """
 
     name: str = "tiny"
@@ -75,6 +77,7 @@ class PlannerConfig:
     timestep_sampling: Literal["logit_normal", "uniform"] = "logit_normal"
     trajectory_thickness: int = 0  # 0 -> max(1, cell_size // 64)
     crop_policy: Literal["center", "resize", "pad"] = "center"
+    condition: Literal["first_cell", "tiled"] = "first_cell"
 
     def __post_init__(self) -> None:
         if self.cell_size <= 0 or self.cell_size % 16:
@@ -85,6 +88,8 @@ class PlannerConfig:
             raise ConfigError(f"planner steps={self.steps}: must be >= 1")
         if self.lora_rank < 1:
             raise ConfigError(f"planner lora_rank={self.lora_rank}: must be >= 1")
+        if self.condition not in ("first_cell", "tiled"):
+            raise ConfigError(f"planner condition={self.condition!r}: expected 'first_cell' or 'tiled'")
         if self.max_text_tokens < 1:
             raise ConfigError(f"planner max_text_tokens={self.max_text_tokens}: must be >= 1")
 

@@ -165,9 +165,21 @@ class GridPlanner:
         return cell, drawn, pts
 
     def conditioning_grid(self, image: np.ndarray, trajectory: Any = None) -> np.ndarray:
-        """The source grid a sample is conditioned on (frame 1, trajectory drawn if given, top-left; black
-        elsewhere). Training data uses the same function so train and inference never diverge."""
-        return source_grid(self.prepare_frame(image, trajectory)[1])
+        """The source grid a sample is conditioned on: frame 1 (trajectory drawn if given) laid out as
+        ``config.condition`` says (top-left with black elsewhere, or in every cell)."""
+        return source_grid(self.prepare_frame(image, trajectory)[1], self.config.condition)
+
+    def condition_pixels(self, source: Any) -> torch.Tensor:
+        """A batch of source grids (uint8 (B, 3c, 3c, 3) or float (B, 3, H, W)) -> float pixels in this planner's
+        layout. Training data stores the seed's layout (frame 1 top-left); only cell 1 is read, so a batch that
+        is already tiled comes out unchanged."""
+        x = sampling.to_pixels(source, self.device, torch.float32)
+        if x.shape[2] % 3 or x.shape[3] % 3:
+            raise InputError(f"source grid of {x.shape[3]}x{x.shape[2]} px is not 3x3 equal cells")
+        if self.config.condition == "tiled":
+            h, w = x.shape[2] // 3, x.shape[3] // 3
+            x = x[:, :, :h, :w].repeat(1, 1, 3, 3)
+        return x
 
     def target_grid(self, frames: Sequence[np.ndarray]) -> np.ndarray:
         """Nine frames in time order (any size) -> the serpentine target grid at this planner's cell size."""
@@ -239,7 +251,7 @@ class GridPlanner:
         timings: dict[str, float] = {}
         try:
             def make_grid(frame: np.ndarray, first: bool) -> tuple[np.ndarray, np.ndarray]:
-                cond = source_grid(drawn if first else frame)
+                cond = source_grid(drawn if first else frame, self.config.condition)
                 t = time.perf_counter()
                 grid = self._generate(cond, instruction, steps, guidance, gen)
                 c = self.config.cell_size
@@ -283,7 +295,8 @@ class GridPlanner:
         batch: ``source`` and ``target`` grids (uint8 (B, 3c, 3c, 3) numpy/tensor, or float (B, 3, H, W) in
         [-1, 1]); ``instruction`` list of str/None; optional ``drop_text`` (B,) bool: True replaces the
         instruction by the empty-text embedding. Trajectory dropout is choosing the source grid with or without
-        the drawn path (``conditioning_grid(frame, None)``), done by the data pipeline. Optional ``sigmas`` (B,)
+        the drawn path, done by the data pipeline; ``source`` may be in either layout (``condition_pixels``
+        lays it out as ``config.condition`` says). Optional ``sigmas`` (B,)
         fixes the noise levels (else sampled per config.timestep_sampling)."""
         for key in ("source", "target", "instruction"):
             if key not in batch:
@@ -294,7 +307,7 @@ class GridPlanner:
             drop = [bool(d) for d in (drop.tolist() if hasattr(drop, "tolist") else drop)]
             texts = [None if d else t for t, d in zip(texts, drop)]
         target = sampling.encode(self.vae, batch["target"])
-        cond = sampling.encode(self.vae, batch["source"])
+        cond = sampling.encode(self.vae, self.condition_pixels(batch["source"]))
         if target.shape != cond.shape:
             raise InputError(f"training batch: source latent {tuple(cond.shape)} != target {tuple(target.shape)}")
         if len(texts) != target.shape[0]:
