@@ -101,6 +101,36 @@ def test_tiled_layout_puts_frame_one_in_every_cell_and_is_what_training_sees(ima
         pl.condition_pixels(np.zeros((1, 97, 96, 3), np.uint8))
 
 
+def test_channel_condition_starts_as_the_model_without_it_then_reads_it(image, tmp_path):
+    pl = GridPlanner.from_pretrained("tiny", device="cpu", dtype="float32", cell_size=CELL)  # trained: input matters
+    g = torch.Generator().manual_seed(0)
+    noisy, cond = torch.randn(1, 36, 16, generator=g), torch.randn(1, 36, 16, generator=g)  # 96 px grid -> 6x6 tokens
+    ids = sampling.image_ids(12, 12)
+    text, pooled = pl.encode_text(["stack the blocks"])
+    t, guide = torch.tensor([0.5]), torch.tensor([3.5])
+    alone = pl.transformer(hidden_states=noisy, encoder_hidden_states=text, pooled_projections=pooled, timestep=t,
+                           img_ids=ids, txt_ids=torch.zeros(text.shape[1], 3), guidance=guide, return_dict=False)[0]
+    pl.set_condition("channel")
+    assert (pl.transformer.config.in_channels, pl.transformer.config.out_channels) == (32, 16)
+    assert pl.config.transformer["in_channels"] == 32 and pl.config.layout == "tiled"
+    v = sampling.velocity(pl.transformer, noisy, cond, ids, text, pooled, t, guide)
+    assert torch.allclose(v, alone, atol=1e-6)  # zero-initialised condition weights: nothing changed yet
+    with torch.no_grad():
+        pl.transformer.x_embedder.weight[:, 16:] = 0.2 * torch.randn(64, 16, generator=g)  # (not a constant: LayerNorm)
+    assert not torch.allclose(sampling.velocity(pl.transformer, noisy, cond, ids, text, pooled, t, guide), alone,
+                              atol=1e-3)
+    plan = pl.plan(image, "stack the blocks", steps=2, seed=1)
+    assert all((c == cells_of(plan.conditioning)[0]).all() for c in cells_of(plan.conditioning))
+    pl.save_pretrained(tmp_path / "c")
+    back = GridPlanner.from_pretrained(tmp_path / "c", device="cpu")
+    assert back.config.condition == "channel" and back.transformer.config.in_channels == 32
+    assert (back.plan(image, "stack the blocks", steps=2, seed=1).grid == plan.grid).all()
+    with pytest.raises(InputError, match="channel -> tiled"):
+        pl.set_condition("tiled")
+    with pytest.raises(InputError, match="condition"):
+        pl.set_condition("sideways")
+
+
 def test_modalities_text_trajectory_both_and_determinism(planner, image):
     traj = [[5, 5], [30, 20], [60, 40]]
     a = planner.plan(image, "push the block", seed=3)

@@ -163,8 +163,9 @@ class PlannerTrainConfig(TrainConfig):
     adapter_name: name of the trained LoRA adapter (saved under ``adapters/<name>``).
     train_base: train the base transformer instead of a LoRA adapter (needed once for the embedded ``tiny``
         model, whose base starts random; a real FLUX base is only ever LoRA-trained).
-    condition: set the planner's source-grid layout (``first_cell`` | ``tiled``, see PlannerConfig) for this run;
-        None keeps the one of ``model`` (a preset: ``first_cell``). The data stays in the seed's layout.
+    condition: set how the planner is conditioned (``first_cell`` | ``tiled`` | ``channel``, see PlannerConfig) for
+        this run; None keeps the one of ``model`` (a preset: ``first_cell``). The data stays in the seed's layout.
+        ``channel`` adds input weights to the base transformer, so it needs ``train_base``.
     """
 
     drop_text_prob: float = 0.2
@@ -174,7 +175,7 @@ class PlannerTrainConfig(TrainConfig):
     lora_alpha: float | None = None
     adapter_name: str = "default"
     train_base: bool = False
-    condition: Literal["first_cell", "tiled"] | None = None
+    condition: Literal["first_cell", "tiled", "channel"] | None = None
     sample_guidance: float = 3.5
     image_size: int = 64
     crop_res: int = 64
@@ -187,6 +188,9 @@ class PlannerTrainConfig(TrainConfig):
             raise ConfigError(f"modality dropout probabilities {probs}: each >= 0 and sum <= 1")
         if self.lora_rank is not None and self.lora_rank < 1:
             raise ConfigError(f"lora_rank={self.lora_rank}: must be >= 1")
+        if self.condition == "channel" and not self.train_base:
+            raise ConfigError("condition=channel adds input weights to the base transformer, which a LoRA run keeps "
+                              "frozen (at zero): set train_base=true")
 
 
 @dataclass

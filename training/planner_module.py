@@ -7,7 +7,6 @@ trajectory only (empty instruction) or neither, with the trajectory taken from t
 and drawn by frameplan_core.trajectory exactly as ``GridPlanner.plan`` draws it."""
 from __future__ import annotations
 
-import dataclasses
 import logging
 from pathlib import Path
 
@@ -39,8 +38,8 @@ def load_planner(cfg: PlannerTrainConfig, device: str = "cpu"):
     else:
         planner = GridPlanner.from_pretrained(cfg.model, device=device, dtype="float32", cell_size=cfg.crop_res)
         if cfg.condition and cfg.condition != planner.config.condition:
-            log.info("source-grid layout %s -> %s (config condition)", planner.config.condition, cfg.condition)
-            planner.config = dataclasses.replace(planner.config, condition=cfg.condition)
+            log.info("planner condition %s -> %s (config condition)", planner.config.condition, cfg.condition)
+            planner.set_condition(cfg.condition)
     if cfg.vae_from:
         replace_vae(planner, cfg.vae_from)
     return planner

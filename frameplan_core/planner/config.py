@@ -14,6 +14,7 @@ from frameplan_core import config as cfgmod
 from frameplan_core.errors import ConfigError
 
 PRESETS = ("tiny", "flux-dev")
+CONDITIONS = ("first_cell", "tiled", "channel")
 FLUX_DEV_TRANSFORMER_JSON = "planner_flux_dev_transformer.json"
 FLUX_DEV_SCHEDULER_JSON = "planner_flux_dev_scheduler.json"
 
@@ -59,8 +60,11 @@ class PlannerConfig:
     vae: AutoencoderKL config dict; ``None`` for the tiny preset means "the shared tiny ÷8 VAE preset".
     text_encoder: ``minilm`` (tiny) or ``clip+t5`` (FLUX.1-dev: CLIP pooled + T5 tokens).
     guidance: FLUX.1-dev distilled-guidance value fed to the transformer's guidance embedding (one pass per step).
-    condition: layout of the source grid (``frameplan_core.grid.source_grid``): ``first_cell`` (the seed's: frame 1
-    top-left, black elsewhere) or ``tiled`` (frame 1 in every cell). Training and inference use the same one.
+    condition: how the source grid enters the transformer. ``first_cell`` (the seed's: frame 1 top-left, black
+    elsewhere) and ``tiled`` (frame 1 in every cell) are source-grid layouts whose tokens are appended along the
+    sequence; ``channel`` is the tiled grid concatenated on the token channels instead (FLUX.1-Fill's way: the
+    transformer's ``in_channels`` doubles, ``out_channels`` stays), so each target token reads the observation at
+    its own position in its input embedding. Training and inference use the same one.
     """
 
     name: str = "tiny"
@@ -77,7 +81,7 @@ class PlannerConfig:
     timestep_sampling: Literal["logit_normal", "uniform"] = "logit_normal"
     trajectory_thickness: int = 0  # 0 -> max(1, cell_size // 64)
     crop_policy: Literal["center", "resize", "pad"] = "center"
-    condition: Literal["first_cell", "tiled"] = "first_cell"
+    condition: Literal["first_cell", "tiled", "channel"] = "first_cell"
 
     def __post_init__(self) -> None:
         if self.cell_size <= 0 or self.cell_size % 16:
@@ -88,10 +92,19 @@ class PlannerConfig:
             raise ConfigError(f"planner steps={self.steps}: must be >= 1")
         if self.lora_rank < 1:
             raise ConfigError(f"planner lora_rank={self.lora_rank}: must be >= 1")
-        if self.condition not in ("first_cell", "tiled"):
-            raise ConfigError(f"planner condition={self.condition!r}: expected 'first_cell' or 'tiled'")
+        if self.condition not in CONDITIONS:
+            raise ConfigError(f"planner condition={self.condition!r}: expected one of {list(CONDITIONS)}")
         if self.max_text_tokens < 1:
             raise ConfigError(f"planner max_text_tokens={self.max_text_tokens}: must be >= 1")
+
+    @property
+    def layout(self) -> str:
+        """Source-grid layout (``grid.source_grid``): the channel mode uses the tiled grid."""
+        return "first_cell" if self.condition == "first_cell" else "tiled"
+
+    @property
+    def channel_condition(self) -> bool:
+        return self.condition == "channel"
 
     @property
     def grid_size(self) -> int:

@@ -40,9 +40,14 @@ class Modules:
 
 def _check_layout(cfg: PlannerConfig, transformer, vae, text) -> None:
     lc = int(vae.config.latent_channels)
-    if int(transformer.config.in_channels) != 4 * lc:
+    want = (8 if cfg.channel_condition else 4) * lc
+    if int(transformer.config.in_channels) != want:
         raise ModelError(f"transformer in_channels={transformer.config.in_channels} does not match the VAE's "
-                         f"{lc} latent channels packed 2x2 (expected {4 * lc})")
+                         f"{lc} latent channels packed 2x2{' for target + condition' if cfg.channel_condition else ''}"
+                         f" with condition={cfg.condition!r} (expected {want})")
+    out = int(transformer.config.out_channels or transformer.config.in_channels)
+    if out != 4 * lc:
+        raise ModelError(f"transformer out_channels={out}: expected {4 * lc} (the VAE's {lc} latent channels x 4)")
     if text is not None:
         if int(transformer.config.joint_attention_dim) != text.dim:
             raise ModelError(f"transformer joint_attention_dim={transformer.config.joint_attention_dim} != text "
@@ -65,7 +70,9 @@ def build(cfg: PlannerConfig, seed: int = 0, device: str | torch.device = "cpu",
     torch.manual_seed(seed)
     vae = build_vae(cfg.vae or tiny_vae_config(), seed=None)  # the one tiny VAE definition, shared with the predictor
     tcfg = dict(cfg.transformer)
-    tcfg["in_channels"] = 4 * int(vae.config.latent_channels)
+    lc = int(vae.config.latent_channels)
+    tcfg["in_channels"] = (8 if cfg.channel_condition else 4) * lc
+    tcfg["out_channels"] = 4 * lc
     tcfg["axes_dims_rope"] = tuple(tcfg.get("axes_dims_rope", (16, 56, 56)))
     transformer = FluxTransformer2DModel(**tcfg)
     if text is None:
@@ -79,6 +86,26 @@ def build(cfg: PlannerConfig, seed: int = 0, device: str | torch.device = "cpu",
                    make_scheduler(cfg.scheduler), source=f"random init (seed {seed})")
     mods.transformer.requires_grad_(False)
     return mods, cfg_used
+
+
+def widen_input(transformer) -> None:
+    """Double the input projection's channels for channel conditioning; the new columns start at zero, so the
+    transformer computes what it did before until the condition's weights are trained."""
+    lin = transformer.x_embedder
+    n_in = lin.in_features
+    wide = torch.nn.Linear(2 * n_in, lin.out_features, device=lin.weight.device, dtype=lin.weight.dtype)
+    with torch.no_grad():
+        wide.weight.zero_()
+        wide.weight[:, :n_in] = lin.weight
+        wide.bias.copy_(lin.bias)
+    wide.weight.requires_grad_(lin.weight.requires_grad)
+    wide.bias.requires_grad_(lin.bias.requires_grad)
+    transformer.x_embedder = wide
+    transformer.register_to_config(in_channels=2 * n_in, out_channels=int(transformer.out_channels))
+
+
+def transformer_config(transformer) -> dict[str, Any]:
+    return _clean_config(transformer.config)
 
 
 def _to(module, device: torch.device, dtype: torch.dtype):

@@ -78,14 +78,15 @@ class GridPlanner:
         return next(self.transformer.parameters()).dtype
 
     def set_vae(self, vae) -> GridPlanner:
-        """Swap in another (e.g. trained) ``AutoencoderKL`` whose latent channels fit the transformer (in_channels
+        """Swap in another (e.g. trained) ``AutoencoderKL`` whose latent channels fit the transformer (out_channels
         = 4 x latent channels): moved to the planner's device/dtype, frozen, and recorded in ``config.vae`` so
         save_pretrained/from_pretrained keep it."""
         from dataclasses import replace
 
         from frameplan_core.vae import check_replacement, vae_config
 
-        check_replacement(vae, int(self.transformer.config.in_channels) // 4, "GridPlanner.set_vae")
+        tc = self.transformer.config
+        check_replacement(vae, int(tc.out_channels or tc.in_channels) // 4, "GridPlanner.set_vae")
         dev, dt = self.device, self.dtype
         vae = vae.to(dev)
         if next(vae.parameters()).dtype != dt:
@@ -167,7 +168,29 @@ class GridPlanner:
     def conditioning_grid(self, image: np.ndarray, trajectory: Any = None) -> np.ndarray:
         """The source grid a sample is conditioned on: frame 1 (trajectory drawn if given) laid out as
         ``config.condition`` says (top-left with black elsewhere, or in every cell)."""
-        return source_grid(self.prepare_frame(image, trajectory)[1], self.config.condition)
+        return source_grid(self.prepare_frame(image, trajectory)[1], self.config.layout)
+
+    def set_condition(self, condition: str) -> GridPlanner:
+        """Switch how the source grid is fed (PlannerConfig.condition) before fine-tuning. Into ``channel`` the
+        transformer's input projection gains the condition's channels with zero weights (InstructPix2Pix's trick),
+        so the model starts as the old one without the condition and learns to use it; out of ``channel`` is
+        refused (it would drop trained weights)."""
+        from dataclasses import replace
+
+        from frameplan_core.planner.config import CONDITIONS
+
+        if condition not in CONDITIONS:
+            raise InputError(f"planner condition {condition!r}: expected one of {list(CONDITIONS)}")
+        old = self.config.condition
+        if condition == old:
+            return self
+        if old == "channel":
+            raise InputError(f"planner condition channel -> {condition}: the transformer's condition input weights "
+                             "would be dropped; start from a sequence-conditioned model instead")
+        if condition == "channel":
+            model.widen_input(self.transformer)
+        self.config = replace(self.config, condition=condition, transformer=model.transformer_config(self.transformer))
+        return self
 
     def condition_pixels(self, source: Any) -> torch.Tensor:
         """A batch of source grids (uint8 (B, 3c, 3c, 3) or float (B, 3, H, W)) -> float pixels in this planner's
@@ -176,7 +199,7 @@ class GridPlanner:
         x = sampling.to_pixels(source, self.device, torch.float32)
         if x.shape[2] % 3 or x.shape[3] % 3:
             raise InputError(f"source grid of {x.shape[3]}x{x.shape[2]} px is not 3x3 equal cells")
-        if self.config.condition == "tiled":
+        if self.config.layout == "tiled":
             h, w = x.shape[2] // 3, x.shape[3] // 3
             x = x[:, :, :h, :w].repeat(1, 1, 3, 3)
         return x
@@ -251,7 +274,7 @@ class GridPlanner:
         timings: dict[str, float] = {}
         try:
             def make_grid(frame: np.ndarray, first: bool) -> tuple[np.ndarray, np.ndarray]:
-                cond = source_grid(drawn if first else frame, self.config.condition)
+                cond = source_grid(drawn if first else frame, self.config.layout)
                 t = time.perf_counter()
                 grid = self._generate(cond, instruction, steps, guidance, gen)
                 c = self.config.cell_size

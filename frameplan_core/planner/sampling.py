@@ -96,15 +96,18 @@ def shift_mu(seq_len: int, config: dict[str, Any]) -> float:
 
 def velocity(transformer, noisy: torch.Tensor, cond: torch.Tensor, ids: torch.Tensor, text: torch.Tensor,
              pooled: torch.Tensor, t: torch.Tensor, guidance: torch.Tensor | None) -> torch.Tensor:
-    """One transformer pass on [noisy target tokens | condition tokens]; returns the target tokens' velocity."""
+    """One transformer pass on [noisy target tokens | condition tokens] along the sequence (or, for a transformer
+    whose input takes both, along the channels: FLUX.1-Fill's layout); returns the target tokens' velocity."""
     n = noisy.shape[1]
     txt_ids = torch.zeros(text.shape[1], 3, device=noisy.device, dtype=ids.dtype)
+    channel = int(transformer.config.in_channels) == noisy.shape[-1] + cond.shape[-1]
     out = transformer(
-        hidden_states=torch.cat([noisy, cond], dim=1),
+        hidden_states=torch.cat([noisy, cond], dim=-1 if channel else 1),
         encoder_hidden_states=text,
         pooled_projections=pooled,
         timestep=t,
-        img_ids=torch.cat([ids, ids], dim=0),  # cloned: condition token i sits at target token i's position
+        # sequence: cloned ids, so condition token i sits at target token i's RoPE position
+        img_ids=ids if channel else torch.cat([ids, ids], dim=0),
         txt_ids=txt_ids,
         guidance=guidance if transformer.config.guidance_embeds else None,
         return_dict=False,
