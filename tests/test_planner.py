@@ -131,6 +131,34 @@ def test_channel_condition_starts_as_the_model_without_it_then_reads_it(image, t
         pl.set_condition("sideways")
 
 
+def test_residual_target_generates_the_change_from_the_tiled_observation(image):
+    """With the exact flow of "nothing moves" (zero residual), a residual planner returns the observation's VAE
+    reconstruction in every cell and its training loss on a static scene is ~0; a grid-target planner is not."""
+    import dataclasses
+
+    from oracles import StillFlowOracle
+
+    from frameplan_core.grid import source_grid
+
+    pl = GridPlanner.from_config(PlannerConfig.preset("tiny", cell_size=CELL, steps=4, condition="channel",
+                                                      target="residual"), seed=0)
+    pl._m.transformer = StillFlowOracle(16)
+    plan = pl.plan(image, "stack the blocks", seed=0)
+    tiled = source_grid(plan.frames[0], "tiled")
+    recon = sampling.decode(pl.vae, sampling.encode(pl.vae, tiled[None]))[0]
+    c = CELL
+    diff = np.abs(plan.grid.astype(int) - recon)
+    assert diff[c:].max() <= 1 and diff[:c, c:].max() <= 1, diff.max()  # (float rounding of the Euler steps)
+    static = {"source": source_grid(plan.frames[0])[None], "target": tiled[None], "instruction": ["x"],
+              "sigmas": torch.tensor([0.3])}
+    resid = float(pl.training_loss(static, torch.Generator().manual_seed(0)))
+    grid = dataclasses.replace(pl.config, target="grid")
+    frame = float(GridPlanner(grid, pl._m).training_loss(static, torch.Generator().manual_seed(0)))
+    assert resid < 1e-10 < frame
+    with pytest.raises(ConfigError, match="tiled"):
+        PlannerConfig.preset("tiny", target="residual")  # first_cell has no observation in cells 2-9
+
+
 def test_modalities_text_trajectory_both_and_determinism(planner, image):
     traj = [[5, 5], [30, 20], [60, 40]]
     a = planner.plan(image, "push the block", seed=3)

@@ -207,28 +207,32 @@ def test_residual_target_fine_tune(ip2p, tmp_path):
                   tmp_path / "bad", resume=res.checkpoints[0], export=False, **QUIET)
 
 
-@pytest.mark.parametrize("condition", ["tiled", "channel"])
-def test_planner_condition_fine_tune(grids, tmp_path, condition):
-    """condition=tiled/channel on the shipped first-cell planner: the run trains (for channel: the widened input
-    too), exports a planner that loads with that condition, resumes exactly, and refuses a resume that changes it."""
+@pytest.mark.parametrize("condition,target", [("tiled", "grid"), ("channel", "residual")])
+def test_planner_condition_fine_tune(grids, tmp_path, condition, target):
+    """condition=tiled/channel (and target=residual) on the shipped first-cell planner: the run trains (for
+    channel: the widened input too), exports a planner that loads with them, resumes, and refuses a resume that
+    changes either."""
     from frameplan_core.planner import GridPlanner
 
     base = TINY + ["model=frameplan_core/weights/planner-tiny", "train_base=true", "batch_size=2", "warmup_steps=1"]
+    same = [f"condition={condition}", f"target={target}"]
     assert GridPlanner.from_pretrained("tiny", device="cpu").config.condition == "first_cell"
-    cfg = load_train_config("planner", None, base + [f"condition={condition}", "max_steps=2",
-                                                     "checkpoint_every_n_steps=1"])
+    cfg = load_train_config("planner", None, base + same + ["max_steps=2", "checkpoint_every_n_steps=1"])
     res = run.train("planner", cfg, grids, tmp_path / "r", **QUIET)
     g = GridPlanner.from_pretrained(res.model_dir, device="cpu")
-    assert g.config.condition == condition and g.config.cell_size == 32
+    assert (g.config.condition, g.config.target, g.config.cell_size) == (condition, target, 32)
     if condition == "channel":
         w = res.module.transformer.x_embedder.weight
         assert w.shape[1] == 32 and w[:, 16:].abs().sum() > 0  # the condition's weights trained from zero
-    more = load_train_config("planner", None, base + [f"condition={condition}", "max_steps=3"])
+    more = load_train_config("planner", None, base + same + ["max_steps=3"])
     assert run.train("planner", more, grids, tmp_path / "r2", resume=res.checkpoints[0], export=False,
                      **QUIET).global_step == 3
-    with pytest.raises(ConfigError, match="condition"):
-        run.train("planner", load_train_config("planner", None, base + ["condition=first_cell", "max_steps=3"]),
-                  grids, tmp_path / "bad", resume=res.checkpoints[0], export=False, **QUIET)
+    other = "grid" if target == "residual" else "residual"
+    for changed, field in ((["condition=first_cell", "target=grid"], "condition"),
+                           ([f"condition={condition}", f"target={other}"], "target")):
+        with pytest.raises(ConfigError, match=field):
+            run.train("planner", load_train_config("planner", None, base + changed + ["max_steps=3"]),
+                      grids, tmp_path / "bad", resume=res.checkpoints[0], export=False, **QUIET)
     with pytest.raises(ConfigError, match="condition"):
         load_train_config("planner", None, base + ["condition=everywhere"])
     with pytest.raises(ConfigError, match="train_base"):

@@ -166,6 +166,7 @@ class PlannerTrainConfig(TrainConfig):
     condition: set how the planner is conditioned (``first_cell`` | ``tiled`` | ``channel``, see PlannerConfig) for
         this run; None keeps the one of ``model`` (a preset: ``first_cell``). The data stays in the seed's layout.
         ``channel`` adds input weights to the base transformer, so it needs ``train_base``.
+    target: set the planner's generation target (``grid`` | ``residual``, see PlannerConfig); None keeps the model's.
     """
 
     drop_text_prob: float = 0.2
@@ -176,6 +177,7 @@ class PlannerTrainConfig(TrainConfig):
     adapter_name: str = "default"
     train_base: bool = False
     condition: Literal["first_cell", "tiled", "channel"] | None = None
+    target: Literal["grid", "residual"] | None = None
     sample_guidance: float = 3.5
     image_size: int = 64
     crop_res: int = 64

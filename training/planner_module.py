@@ -7,6 +7,7 @@ trajectory only (empty instruction) or neither, with the trajectory taken from t
 and drawn by frameplan_core.trajectory exactly as ``GridPlanner.plan`` draws it."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -33,6 +34,8 @@ def load_planner(cfg: PlannerTrainConfig, device: str = "cpu"):
             over["lora_alpha"] = cfg.lora_alpha
         if cfg.condition:
             over["condition"] = cfg.condition
+        if cfg.target:
+            over["target"] = cfg.target
         planner = GridPlanner.from_config(PlannerConfig.preset(cfg.model, **over), seed=cfg.seed, device=device,
                                           dtype="float32")
     else:
@@ -40,6 +43,9 @@ def load_planner(cfg: PlannerTrainConfig, device: str = "cpu"):
         if cfg.condition and cfg.condition != planner.config.condition:
             log.info("planner condition %s -> %s (config condition)", planner.config.condition, cfg.condition)
             planner.set_condition(cfg.condition)
+        if cfg.target and cfg.target != planner.config.target:
+            log.info("planner target %s -> %s (config target)", planner.config.target, cfg.target)
+            planner.config = dataclasses.replace(planner.config, target=cfg.target)  # validated by PlannerConfig
     if cfg.vae_from:
         replace_vae(planner, cfg.vae_from)
     return planner

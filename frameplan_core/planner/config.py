@@ -65,6 +65,9 @@ class PlannerConfig:
     sequence; ``channel`` is the tiled grid concatenated on the token channels instead (FLUX.1-Fill's way: the
     transformer's ``in_channels`` doubles, ``out_channels`` stays), so each target token reads the observation at
     its own position in its input embedding. Training and inference use the same one.
+    target: what the flow generates: ``grid`` (the nine frames' latent) or ``residual`` (their change from the
+    tiled observation's latent, added back before decoding; "nothing moves" is then the zero residual instead of
+    a copy the model has to learn). ``residual`` needs a tiled layout (``tiled`` or ``channel``).
     """
 
     name: str = "tiny"
@@ -82,6 +85,7 @@ class PlannerConfig:
     trajectory_thickness: int = 0  # 0 -> max(1, cell_size // 64)
     crop_policy: Literal["center", "resize", "pad"] = "center"
     condition: Literal["first_cell", "tiled", "channel"] = "first_cell"
+    target: Literal["grid", "residual"] = "grid"
 
     def __post_init__(self) -> None:
         if self.cell_size <= 0 or self.cell_size % 16:
@@ -94,6 +98,11 @@ class PlannerConfig:
             raise ConfigError(f"planner lora_rank={self.lora_rank}: must be >= 1")
         if self.condition not in CONDITIONS:
             raise ConfigError(f"planner condition={self.condition!r}: expected one of {list(CONDITIONS)}")
+        if self.target not in ("grid", "residual"):
+            raise ConfigError(f"planner target={self.target!r}: expected 'grid' or 'residual'")
+        if self.target == "residual" and self.condition == "first_cell":
+            raise ConfigError("planner target='residual' needs the observation in every cell: condition 'tiled' or "
+                              "'channel', not 'first_cell'")
         if self.max_text_tokens < 1:
             raise ConfigError(f"planner max_text_tokens={self.max_text_tokens}: must be >= 1")
 

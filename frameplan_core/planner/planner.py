@@ -241,6 +241,8 @@ class GridPlanner:
         cond = sampling.pack(sampling.encode(self.vae, cond_grid[None])).to(self.dtype)
         text, pooled = self.encode_text([instruction])
         tokens = sampling.sample(self.transformer, self.scheduler, cond, hw, text, pooled, steps, guidance, generator)
+        if self.config.target == "residual":
+            tokens = tokens + cond  # the flow generated the change from the tiled observation
         return sampling.decode(self.vae, sampling.unpack(tokens, *hw))[0]
 
     def plan(self, image: np.ndarray, instruction: str | None = None, trajectory: Any = None,
@@ -341,6 +343,8 @@ class GridPlanner:
         if sigmas is None:
             sigmas = sampling.sample_sigmas(target.shape[0], self.config.timestep_sampling, generator, self.device)
         sigmas = torch.as_tensor(sigmas, device=self.device)
-        return sampling.flow_matching_loss(self.transformer, sampling.pack(target).to(self.dtype),
-                                           sampling.pack(cond).to(self.dtype), hw, text, pooled,
+        target, cond = sampling.pack(target).to(self.dtype), sampling.pack(cond).to(self.dtype)
+        if self.config.target == "residual":
+            target = target - cond
+        return sampling.flow_matching_loss(self.transformer, target, cond, hw, text, pooled,
                                            self.config.guidance, sigmas, generator)
