@@ -209,14 +209,15 @@ def test_residual_target_fine_tune(ip2p, tmp_path):
 
 @pytest.mark.parametrize("condition,target", [("tiled", "grid"), ("channel", "residual")])
 def test_planner_condition_fine_tune(grids, tmp_path, condition, target):
-    """condition=tiled/channel (and target=residual) on the shipped first-cell planner: the run trains (for
+    """condition=tiled/channel (and target=residual) on a saved first-cell planner: the run trains (for
     channel: the widened input too), exports a planner that loads with them, resumes, and refuses a resume that
     changes either."""
-    from frameplan_core.planner import GridPlanner
+    from frameplan_core.planner import GridPlanner, PlannerConfig
 
-    base = TINY + ["model=frameplan_core/weights/planner-tiny", "train_base=true", "batch_size=2", "warmup_steps=1"]
+    seed_layout = GridPlanner.from_config(PlannerConfig.preset("tiny", cell_size=32), seed=0)
+    seed_layout.save_pretrained(tmp_path / "base")  # the seed's layout (first_cell, grid target)
+    base = TINY + [f"model={tmp_path / 'base'}", "train_base=true", "batch_size=2", "warmup_steps=1"]
     same = [f"condition={condition}", f"target={target}"]
-    assert GridPlanner.from_pretrained("tiny", device="cpu").config.condition == "first_cell"
     cfg = load_train_config("planner", None, base + same + ["max_steps=2", "checkpoint_every_n_steps=1"])
     res = run.train("planner", cfg, grids, tmp_path / "r", **QUIET)
     g = GridPlanner.from_pretrained(res.model_dir, device="cpu")
