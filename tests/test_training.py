@@ -236,8 +236,9 @@ def test_planner_condition_fine_tune(grids, tmp_path, condition, target):
                       grids, tmp_path / "bad", resume=res.checkpoints[0], export=False, **QUIET)
     with pytest.raises(ConfigError, match="condition"):
         load_train_config("planner", None, base + ["condition=everywhere"])
-    with pytest.raises(ConfigError, match="train_base"):
-        load_train_config("planner", None, TINY + ["condition=channel"])
+    with pytest.raises(ConfigError, match="train_base"):  # LoRA would keep the widened input at zero
+        run.build_module("planner", load_train_config("planner", None, TINY + [f"model={tmp_path / 'base'}",
+                                                                                "condition=channel"]))
 
 
 def _state(module):

@@ -165,7 +165,7 @@ class PlannerTrainConfig(TrainConfig):
         model, whose base starts random; a real FLUX base is only ever LoRA-trained).
     condition: set how the planner is conditioned (``first_cell`` | ``tiled`` | ``channel``, see PlannerConfig) for
         this run; None keeps the one of ``model`` (a preset: ``first_cell``). The data stays in the seed's layout.
-        ``channel`` adds input weights to the base transformer, so it needs ``train_base``.
+        Switching a model into ``channel`` adds input weights to the base transformer, so it needs ``train_base``.
     target: set the planner's generation target (``grid`` | ``residual``, see PlannerConfig); None keeps the model's.
     """
 
@@ -190,9 +190,6 @@ class PlannerTrainConfig(TrainConfig):
             raise ConfigError(f"modality dropout probabilities {probs}: each >= 0 and sum <= 1")
         if self.lora_rank is not None and self.lora_rank < 1:
             raise ConfigError(f"lora_rank={self.lora_rank}: must be >= 1")
-        if self.condition == "channel" and not self.train_base:
-            raise ConfigError("condition=channel adds input weights to the base transformer, which a LoRA run keeps "
-                              "frozen (at zero): set train_base=true")
 
 
 @dataclass

@@ -15,6 +15,8 @@ import torch
 from frameplan_training.base_module import FrameplanModule, replace_vae
 from frameplan_training.config import PlannerTrainConfig
 
+from frameplan_core.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 LARGE_BASE = 500_000_000  # parameters; above this only the adapter is exported (a FLUX base is not copied)
@@ -40,6 +42,10 @@ def load_planner(cfg: PlannerTrainConfig, device: str = "cpu"):
                                           dtype="float32")
     else:
         planner = GridPlanner.from_pretrained(cfg.model, device=device, dtype="float32", cell_size=cfg.crop_res)
+        if cfg.condition == "channel" and planner.config.condition != "channel" and not cfg.train_base:
+            raise ConfigError(f"condition=channel on {cfg.model} (condition {planner.config.condition}) adds input "
+                              "weights to the base transformer, which a LoRA run keeps frozen at zero: set "
+                              "train_base=true")
         if cfg.condition and cfg.condition != planner.config.condition:
             log.info("planner condition %s -> %s (config condition)", planner.config.condition, cfg.condition)
             planner.set_condition(cfg.condition)
