@@ -58,6 +58,7 @@ _TO_RGB = {
     "8UC3": None,  # cv_bridge treats 8UC3 as "whatever 3 channels"; we take it as RGB like passthrough
 }
 COLOR_ENCODINGS = tuple(_TO_RGB)
+DEPTH_ENCODINGS = ("16UC1", "mono16", "32FC1")  # millimetres (REP 118 / realsense2_camera), metres
 HOST_BIGENDIAN = sys.byteorder == "big"
 
 _cv_bridge: Any = None  # None = not probed yet, False = unavailable, else a CvBridge instance
@@ -131,7 +132,7 @@ def image_to_rgb(msg: Any, where: str = "image", use_cv_bridge: bool = True) -> 
 
 def depth_to_mm(msg: Any, where: str = "depth") -> np.ndarray:
     """Depth image -> float32 millimetres: 16UC1/mono16 are mm (REP 118 / realsense2_camera), 32FC1 metres."""
-    if msg.encoding not in ("16UC1", "mono16", "32FC1"):
+    if msg.encoding not in DEPTH_ENCODINGS:
         raise InputError(f"{where}: depth encoding {msg.encoding!r}; expected 16UC1 (mm) or 32FC1 (m)")
     d = image_to_numpy(msg, where)
     return d.astype(np.float32) * (1000.0 if msg.encoding == "32FC1" else 1.0)
@@ -191,8 +192,8 @@ def rgb_to_image(rgb: np.ndarray, header: Any = None, **kw: Any) -> Any:
 def camera_info_to_K(msg: Any, where: str = "camera_info") -> np.ndarray:
     """3x3 float64 intrinsics from CameraInfo.k (row-major); refuses an all-zero (uncalibrated) K."""
     K = np.asarray(msg.k, dtype=np.float64).reshape(3, 3)
-    if K[0, 0] <= 0 or K[1, 1] <= 0 or K[2, 2] == 0:
-        raise InputError(f"{where}: uncalibrated or invalid K {K.ravel().tolist()} (fx, fy must be > 0)")
+    if not np.isfinite(K).all() or K[0, 0] <= 0 or K[1, 1] <= 0 or K[2, 2] == 0:
+        raise InputError(f"{where}: uncalibrated or invalid K {K.ravel().tolist()} (all finite, fx, fy > 0)")
     return K
 
 

@@ -30,7 +30,9 @@ class ErrorRecord:
 class Health:
     """Thread-safe counters: events per second over a sliding window, latency percentiles, errors by kind."""
 
-    def __init__(self, window_s: float = 10.0, log: Callable[[str], None] | None = None) -> None:
+    def __init__(self, window_s: float = 10.0, log: Callable[[str], None] | None = None,
+                 warn_log: Callable[[str], None] | None = None) -> None:
+        """``log`` gets the first error of each kind; ``warn_log`` (if given) those below ERROR level."""
         self.window_s = window_s
         self._lock = threading.Lock()
         self._inputs: deque[float] = deque(maxlen=2000)
@@ -43,6 +45,7 @@ class Health:
         self.last_latency_ms = float("nan")
         self.last_inference_ms = float("nan")
         self._log = log
+        self._warn_log = warn_log
 
     def input(self) -> None:
         with self._lock:
@@ -75,8 +78,14 @@ class Health:
                 rec.message, rec.level, rec.when = message, level, time.monotonic()
             self.last_error = rec
             self.counters["errors"] += 1
-        if first and self._log is not None:
-            self._log(f"[{kind}] {message} (further '{kind}' errors are counted in /diagnostics, not logged)")
+        if not first:
+            return False
+        text = f"[{kind}] {message} (further '{kind}' errors are counted in /diagnostics, not logged)"
+        # two call sites: rclpy refuses one call site logging at two severities
+        if level < ERROR and self._warn_log is not None:
+            self._warn_log(text)
+        elif self._log is not None:
+            self._log(text)
         return first
 
     def clear(self, kind: str) -> None:

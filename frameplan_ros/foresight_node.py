@@ -88,12 +88,14 @@ class ForesightNode(Node):
         self._closing = False
         super().__init__(node_name, **kwargs)
         self.p: ForesightParams = paramlib.declare(self, ForesightParams)
-        self.health = Health(window_s=max(5.0, 5 * self.p.diagnostics_period), log=self.get_logger().error)
+        self.health = Health(window_s=max(5.0, 5 * self.p.diagnostics_period), log=self.get_logger().error,
+                             warn_log=self.get_logger().warning)
         self._lock = threading.Lock()
         self._latest_image: Any = None
         self._latest_received = 0.0
         self._pending_instruction: str | None = None
-        self._instruction: str | None = self.p.default_instruction or None
+        self._instruction: str | None = self.p.default_instruction.strip() or None
+        self._instruction_received = False  # until one arrives, default_instruction (also when changed) is used
         self._depth: deque = deque(maxlen=8)
         self._last_job: Job | None = None
         self.recent_instructions: deque = deque(maxlen=64)  # ((sec, nanosec) of a source frame, instruction used)
@@ -169,7 +171,7 @@ class ForesightNode(Node):
                               f"characters refused (max_instruction_chars={self.p.max_instruction_chars})", WARN)
             return
         with self._lock:
-            self._instruction = text
+            self._instruction, self._instruction_received = text, True
             image, received = self._latest_image, self._latest_received
             if self.p.trigger == "on_instruction" and image is None:
                 self._pending_instruction = text
@@ -179,6 +181,9 @@ class ForesightNode(Node):
     def _on_depth(self, msg: Image) -> None:
         try:
             convert.check_image(msg, self.p.depth_topic)
+            if msg.encoding not in convert.DEPTH_ENCODINGS:
+                raise InputError(f"{self.p.depth_topic}: depth encoding {msg.encoding!r}; expected one of "
+                                 f"{list(convert.DEPTH_ENCODINGS)} (16UC1/mono16 in mm, 32FC1 in m)")
         except InputError as exc:
             self.health.error("depth_" + _input_kind(str(exc)), str(exc), WARN)
             return
@@ -246,6 +251,14 @@ class ForesightNode(Node):
 
     def _apply_parameters(self, changed: list) -> None:
         self.p = paramlib.with_changes(self.p, changed)
+        names = {prm.name for prm in changed}
+        if "default_instruction" in names:
+            with self._lock:
+                if not self._instruction_received:
+                    self._instruction = self.p.default_instruction.strip() or None
+        if "diagnostics_period" in names:
+            self._diag_timer.timer_period_ns = round(self.p.diagnostics_period * 1e9)
+            self.health.window_s = max(5.0, 5 * self.p.diagnostics_period)
         if any(prm.name in MODEL_PARAMS for prm in changed):
             self.get_logger().info(f"model parameters changed: reloading {self.p.mode} model "
                                    f"{self.p.model or '(embedded)'} on {self.p.device} (the current one serves until then)")
@@ -386,7 +399,10 @@ class ForesightNode(Node):
         recent = snap.pop("recent_errors")
         level, message = self.health.level(recent)
         if self.model is None and level < ERROR:
-            level, message = (WARN, "loading model") if "model_load" not in self.health.errors else (ERROR, message)
+            load_error = self.health.errors.get("model_load")
+            # no model at all is an ERROR for as long as it lasts, with the load error as the reason (not "ok")
+            level, message = (WARN, "loading model") if load_error is None else (
+                ERROR, f"[model_load] {load_error.message}")
         values = {"model": self.model_info, "mode": self.p.mode, "device": self.p.device, "trigger": self.p.trigger,
                   "frames_dropped": self.worker.dropped, "worker_busy": self.worker.busy, **snap}
         return level, message, values

@@ -78,9 +78,21 @@ def declare(node: Any, cls: type[T]) -> T:
 
     Values come from, in rising priority: the dataclass default, a --params-file (e.g. config/*.yaml), the
     node's parameter_overrides. Invalid choices raise ConfigError naming the parameter."""
+    from rclpy.exceptions import ParameterException
+    from rclpy.parameter import Parameter
+
+    overrides_ = getattr(node, "_parameter_overrides", {})  # rclpy has no public getter for the overrides
     values = {}
     for f, tp in fields_of(cls):
-        p = node.declare_parameter(f.name, f.default, _descriptor(f, tp))
+        default, ignore_override = f.default, False
+        given = overrides_.get(f.name)
+        if tp is float and given is not None and given.type_ == Parameter.Type.INTEGER:
+            # `rate: 10` / `-p rate:=10` for a double parameter: rclpy would refuse the INTEGER, take it as 10.0
+            default, ignore_override = float(given.value), True
+        try:
+            p = node.declare_parameter(f.name, default, _descriptor(f, tp), ignore_override=ignore_override)
+        except ParameterException as exc:  # wrong type or out of range in a params file / -p override
+            raise ConfigError(f"node {node.get_name()}: parameter {f.name}: {exc}") from exc
         value = p.value
         if tp is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)

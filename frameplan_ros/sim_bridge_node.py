@@ -8,6 +8,7 @@ after the first frame of each motion segment. Frames are produced and published 
 """
 from __future__ import annotations
 
+import dataclasses
 import sys
 import threading
 import time
@@ -165,7 +166,8 @@ class SimBridgeNode(Node):
         self._thread: threading.Thread | None = None
         super().__init__(node_name, **kwargs)
         self.p: SimBridgeParams = paramlib.declare(self, SimBridgeParams)
-        self.health = Health(window_s=max(5.0, 5 * self.p.diagnostics_period), log=self.get_logger().error)
+        self.health = Health(window_s=max(5.0, 5 * self.p.diagnostics_period), log=self.get_logger().error,
+                             warn_log=self.get_logger().warning)
         self._reader = None
         if self.p.source == "replay":
             if not self.p.episode:
@@ -196,7 +198,7 @@ class SimBridgeNode(Node):
         self.finished = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"{node_name}-publisher", daemon=True)
         self._thread.start()
-        self.create_timer(self.p.diagnostics_period, self._publish_diagnostics)
+        self._diag_timer = self.create_timer(self.p.diagnostics_period, self._publish_diagnostics)
         self.add_post_set_parameters_callback(self._apply_parameters)
         what = f"episode {self.p.episode}" if self._reader is not None else f"task {self.p.task} seed {self.p.seed}"
         self.get_logger().info(f"{self.p.source}: {what} -> {ns}/color/image_raw at {self.rate:.1f} Hz")
@@ -264,7 +266,13 @@ class SimBridgeNode(Node):
         self.health.output(0.0)
 
     def _apply_parameters(self, changed: list) -> None:
-        self.p = paramlib.with_changes(self.p, changed)
+        # in place: the frame generators of the publisher thread hold this object (loop, max_episodes)
+        new = paramlib.with_changes(self.p, changed)
+        for f in dataclasses.fields(new):
+            setattr(self.p, f.name, getattr(new, f.name))
+        if any(prm.name == "diagnostics_period" for prm in changed):
+            self._diag_timer.timer_period_ns = round(self.p.diagnostics_period * 1e9)
+            self.health.window_s = max(5.0, 5 * self.p.diagnostics_period)
         if self._reader is not None:
             self.rate = self.p.replay_rate or recorded_rate(self._reader)
         else:
@@ -278,7 +286,8 @@ class SimBridgeNode(Node):
             message = "source finished"
         values = {"source": self.p.source, "task": self.p.task, "episode": self.episode,
                   "frames_published": self.published, "publish_rate_hz": snap["output_rate_hz"],
-                  "target_rate_hz": self.rate, "errors": snap["errors"], "last_error": snap["last_error"]}
+                  "target_rate_hz": self.rate, "errors": snap["errors"], "last_error": snap["last_error"],
+                  **{k: v for k, v in snap.items() if k.startswith("error.")}}  # e.g. error.episode_failed
         arr = DiagnosticArray()
         arr.header.stamp = self.get_clock().now().to_msg()
         arr.status = [status_message(f"{self.get_name()}: sim bridge", self.p.camera_type, level, message, values)]

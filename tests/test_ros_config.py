@@ -141,6 +141,19 @@ def test_launch_file_builds_its_description(path):
     assert desc.entities
 
 
+def test_package_xml_declares_every_ros_package_the_nodes_and_launch_files_import():
+    ros_pkg = re.compile(r"^(rclpy|rcl_interfaces|launch|launch_ros|ament_index_python|\w+_msgs|\w+_interfaces)$")
+    used = set()
+    for path in [*(ROOT / "frameplan_ros").rglob("*.py"), *LAUNCH_FILES]:
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module] if isinstance(node, ast.ImportFrom) and node.module and not node.level else [])
+            used |= {n.split(".")[0] for n in names if ros_pkg.match(n.split(".")[0])}
+    root = ET.parse(ROOT / "package.xml").getroot()
+    declared = {e.text for tag in ("exec_depend", "depend") for e in root.iter(tag)}
+    assert used - declared == set(), f"package.xml lacks <exec_depend> for {sorted(used - declared)}"
+
+
 # ---------------------------------------------------------------- rviz, DDS profile
 def test_rviz_config_shows_our_topics_with_best_effort_images():
     data = yaml.safe_load((CONFIG / "frameplan.rviz").read_text())

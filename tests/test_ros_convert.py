@@ -131,6 +131,10 @@ def test_camera_info_round_trip():
     info.k = [0.0] * 9
     with pytest.raises(InputError, match="uncalibrated"):
         convert.camera_info_to_K(info, "/camera/color/camera_info")
+    for bad in (float("nan"), float("inf")):  # NaN compares False with "<= 0": must not pass as calibrated
+        info.k = [bad, 0.0, 159.5, 0.0, 358.6, 119.5, 0.0, 0.0, 1.0]
+        with pytest.raises(InputError, match="/camera/color/camera_info: uncalibrated or invalid K"):
+            convert.camera_info_to_K(info, "/camera/color/camera_info")
 
 
 def test_agrees_with_system_cv_bridge_when_present():

@@ -2,6 +2,7 @@
 tiny models (random weights, saved to tmp by the test): predictions keep the source stamp, planner mode publishes
 nine frames + grid + trajectory, bad inputs are survived and reported, a 30 Hz stream keeps memory bounded,
 SIGINT shuts it down cleanly."""
+import re
 import time
 
 import numpy as np
@@ -168,6 +169,8 @@ def test_bad_images_are_reported_and_the_next_good_one_processed(predictor_node)
         assert f"error.{kind}" in values, f"{kind} not reported in diagnostics: {sorted(values)}"
     log = node.log_text()
     assert log.count("[bad_encoding]") == 1  # logged once per kind
+    # bad input is a warning (the node goes on), not an error
+    assert re.search(r"^\[WARN\] [^\n]*\[bad_encoding\]", log, re.M), log[-3000:]
     assert node.alive()
 
 
