@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -55,10 +56,19 @@ def atomic_dir(final: str | Path, overwrite: bool = False) -> Iterator[Path]:
         if final.exists():
             if not overwrite:
                 raise FileExistsError(f"{final} already exists")
-            old = final.with_name(f".{final.name}.old")
+            # a unique name: a '.old' left behind by an interrupted overwrite must not block this one
+            old = final.with_name(f".{final.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.old")
             os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
+            try:
+                os.replace(tmp, final)
+            except BaseException:
+                os.replace(old, final)  # put the previous version back rather than leave nothing
+                raise
+            if old.is_dir() and not old.is_symlink():
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    old.unlink()
         else:
             os.replace(tmp, final)
     except BaseException:

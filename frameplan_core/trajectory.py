@@ -240,17 +240,20 @@ def episode_ee_trajectory(episode: Any, frames: Sequence[int] | None = None, cam
     frames = list(frames)
     if len(frames) < 2:
         raise InputError(f"episode trajectory: need at least 2 frames, got {len(frames)}")
-    ref = episode.frame(frames[0] if reference is None else reference)
+    name = str(getattr(episode, "path", "episode"))
+    ref_index = frames[0] if reference is None else reference
+    ref = episode.frame(ref_index)
     try:
         cam = ref["observation"][camera]
         E, K = cam["extrinsic_cv"], cam["intrinsic_cv"]
         hw = tuple(np.asarray(cam["rgb"]).shape[:2]) if "rgb" in cam else None
     except (KeyError, TypeError) as exc:
-        raise DataError(f"episode frame {frames[0]}: no observation/{camera}/extrinsic_cv+intrinsic_cv ({exc})") from None
+        raise DataError(f"{name}: frame {ref_index}: no observation/{camera}/extrinsic_cv+intrinsic_cv "
+                        f"({exc})") from None
     endposes = []
     for i in frames:
         d = episode.frame(i)
         if "endpose" not in d:
-            raise DataError(f"episode frame {i}: no 'endpose' entry")
+            raise DataError(f"{name}: frame {i}: no 'endpose' entry")
         endposes.append(np.asarray(d["endpose"], dtype=np.float64).reshape(-1))
-    return ee_trajectory(endpose_positions(np.stack(endposes), arm), E, K, hw)
+    return ee_trajectory(endpose_positions(np.stack(endposes), arm, f"{name}: endpose"), E, K, hw)

@@ -302,3 +302,35 @@ def test_bad_dataset_files(tmp_path):
     (tmp_path / "a" / "prompt.json").write_text('{"edit": "x"}')
     with pytest.raises(DataError, match=r"a/1_0\.jpg: image file not found"):
         ds[0]
+
+
+def test_malformed_dataset_json_named(tmp_path):
+    img = np.zeros((8, 10, 3), np.uint8)
+    with ip2p.FolderDatasetWriter(tmp_path / "ds", params={"seed": 0}) as w:
+        w.add(img, img, "x", episode="e0")
+    ds = tmp_path / "ds"
+    splits_json = (ds / "splits.json").read_text()
+    (ds / "frameplan_dataset.json").write_text("[1, 2]")
+    with pytest.raises(DataError, match=r"frameplan_dataset\.json: expected a JSON object"):
+        ip2p.IP2PDataset(ds)
+    with pytest.raises(DataError, match=r"frameplan_dataset\.json: expected a JSON object"):
+        ip2p.detect_format(ds)
+    (ds / "frameplan_dataset.json").write_text('{"format": "ip2p"}')
+    (ds / "splits.json").write_text('{"episodes": ["e0"], "samples": {"train": ["000000"]}}')
+    with pytest.raises(DataError, match=r"splits\.json: 'episodes' must be an object"):
+        ip2p.IP2PDataset(ds)
+    # a string is not a list of ids: it used to select nothing silently
+    (ds / "splits.json").write_text('{"samples": {"train": "000000"}}')
+    with pytest.raises(DataError, match=r"splits\.json: samples/train must be a list of strings"):
+        ip2p.IP2PDataset(ds, split="train")
+    (ds / "splits.json").write_text(splits_json)
+    assert len(ip2p.IP2PDataset(ds, split="train")) == 1
+
+
+def test_hdf5_pointcloud_group_is_not_a_crash(tmp_path):
+    p = _hdf5(tmp_path)
+    with h5py.File(p, "r+") as f:
+        del f["pointcloud"]
+        f.create_group("pointcloud")
+    fr = robotwin.open_episode(p).frame(2)
+    assert fr["pointcloud"] == [] and fr["observation"]["head_camera"]["rgb"].shape == (H, W, 3)

@@ -241,3 +241,19 @@ def test_inspect_every_kind(source, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["inspect", str(tmp_path / "empty")]) == 1
     assert "not an episode, dataset or checkpoint" in capsys.readouterr().err
+
+
+def test_overwrite_after_an_interrupted_overwrite(tmp_path):
+    """A previous version parked by an overwrite that was killed before cleaning up (``.<name>.old``) must not make
+    every later --overwrite fail (and throw away the freshly built dataset)."""
+    img = np.zeros((8, 10, 3), np.uint8)
+    for k in range(2):
+        with ip2p.FolderDatasetWriter(tmp_path / "ds", ext=".png", params={"seed": 0}, overwrite=True) as w:
+            w.add(img + k, img, f"edit {k}", episode="e0")
+        if k == 0:
+            stale = tmp_path / ".ds.old"
+            stale.mkdir()
+            (stale / "seeds.json").write_text("[]")
+    ds = ip2p.IP2PDataset(tmp_path / "ds")
+    assert len(ds) == 1 and ds[0].edit == "edit 1"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".ds.old", "ds"]

@@ -243,3 +243,20 @@ def test_instruction_templates_and_deterministic_pick():
     assert instructions.choose("open_drawer", 0, "k") == ("open drawer", "task_name")
     with pytest.raises(DataError, match="known tasks"):
         instructions.templates("open_drawer")
+
+
+def test_writer_puts_side_files_in_place_before_the_episode(tmp_path):
+    """An episode a reader (or a resumed collection) can see always has its instructions and scene info: when
+    writing them fails, the episode is not left behind without them."""
+    with pytest.raises(TypeError):
+        with robotwin.EpisodeWriter(tmp_path, "block_handover", "D435", 0) as ep:
+            ep.add_frame(make_frame(0))
+            ep.instructions = instructions.for_episode("block_handover", 0)
+            ep.scene_info = {"seed": object()}  # not JSON: writing scene_info.json fails
+    td = tmp_path / "block_handover_D435_pkl"
+    assert robotwin.find_episode_paths(tmp_path) == []
+    assert not (td / "episode0").exists() and not any(p.name.endswith(".partial") for p in td.iterdir())
+    with robotwin.EpisodeWriter(tmp_path, "block_handover", "D435", 0) as ep:
+        ep.add_frame(make_frame(0))
+        ep.scene_info = {"seed": 3}
+    assert robotwin.open_episode(td / "episode0").scene_info == {"seed": 3}

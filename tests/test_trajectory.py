@@ -3,7 +3,7 @@ that projects an episode's end-effector path into its head camera."""
 import numpy as np
 import pytest
 
-from frameplan_core.errors import InputError
+from frameplan_core.errors import DataError, InputError
 from frameplan_core.image import fit
 from frameplan_core.trajectory import (
     Trajectory,
@@ -142,3 +142,5 @@ def test_episode_end_effector_path_in_the_head_camera(tmp_path):
     assert left.image_hw == (240, 320)
     with pytest.raises(InputError, match="arm"):
         episode_ee_trajectory(episode, arm="middle")
+    with pytest.raises(DataError, match=r"toy_D435_pkl/episode0: frame 0: no observation/front_camera"):
+        episode_ee_trajectory(episode, camera="front_camera")

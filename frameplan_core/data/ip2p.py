@@ -149,6 +149,8 @@ class FolderDataset:
         if not seeds_path.is_file():
             raise DataError(f"{self.root}: not an InstructPix2Pix-style dataset (no {SEEDS_FILE})")
         self.info = self._read_json(self.root / INFO_FILE) if (self.root / INFO_FILE).is_file() else {}
+        if not isinstance(self.info, dict):
+            raise DataError(f"{self.root / INFO_FILE}: expected a JSON object, got {type(self.info).__name__}")
         self.format = self.info.get("format", "ip2p")
         if self.expected_format and self.format != self.expected_format:
             raise DataError(f"{self.root}: dataset format is {self.format!r}, expected {self.expected_format!r}")
@@ -252,7 +254,10 @@ def detect_format(root: str | Path) -> str | None:
     info = root / INFO_FILE
     if info.is_file():
         try:
-            return str(json.loads(info.read_text(encoding="utf-8")).get("format", "ip2p"))
+            data = json.loads(info.read_text(encoding="utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise DataError(f"{info}: unreadable ({exc})") from None
+        if not isinstance(data, dict):
+            raise DataError(f"{info}: expected a JSON object, got {type(data).__name__}")
+        return str(data.get("format", "ip2p"))
     return "ip2p"

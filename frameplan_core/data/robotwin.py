@@ -270,29 +270,30 @@ class EpisodeWriter:
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         ctx, self._ctx = self._ctx, None
-        if exc_type is None and self._count == 0:
-            err = DataError(f"{self.path}: refusing to write an empty episode (no frames added)")
-            ctx.__exit__(DataError, err, None)
-            raise err
-        if exc_type is None and self.instructions is not None:
-            from frameplan_core.data.instructions import check_instructions
-
+        self._tmp = None
+        if exc_type is None:
             try:
-                check_instructions(self.instructions, f"{self.path} instructions")
-            except DataError as err:
-                ctx.__exit__(DataError, err, None)
+                if self._count == 0:
+                    raise DataError(f"{self.path}: refusing to write an empty episode (no frames added)")
+                if self.instructions is not None:
+                    from frameplan_core.data.instructions import check_instructions
+
+                    check_instructions(self.instructions, f"{self.path} instructions")
+                if self.path.exists() and not self.overwrite:
+                    raise DataError(f"{self.path}: episode appeared while writing (another writer?)")
+                # The side files go first and the episode folder is renamed into place last, so an episode that a
+                # reader (or a resumed collection, which skips existing episodes) sees always has them.
+                if self.instructions is not None:
+                    atomic.write_json(self.task_path / "instructions" / f"episode{self.index}.json", self.instructions)
+                if self.scene_info is not None:
+                    merge_scene_info(self.task_path, self.index, self.scene_info)
+            except BaseException as err:
+                ctx.__exit__(type(err), err, err.__traceback__)
                 raise
         try:
             ctx.__exit__(exc_type, exc, tb)
         except FileExistsError:
             raise DataError(f"{self.path}: episode appeared while writing (another writer?)") from None
-        self._tmp = None
-        if exc_type is not None:
-            return False
-        if self.instructions is not None:
-            atomic.write_json(self.task_path / "instructions" / f"episode{self.index}.json", self.instructions)
-        if self.scene_info is not None:
-            merge_scene_info(self.task_path, self.index, self.scene_info)
         return False
 
 

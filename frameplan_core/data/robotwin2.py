@@ -175,7 +175,8 @@ class RoboTwin2Episode(EpisodeReader):
                 "endpose": self._vector(f["endpose"], _ENDPOSE_PARTS, i, f"{self.path}: endpose"),
                 "pointcloud": [],
             }
-            if "pointcloud" in f and f["pointcloud"].shape[0] == self._n:
+            pcd = f.get("pointcloud")
+            if isinstance(pcd, _h5py().Dataset) and pcd.ndim >= 1 and pcd.shape[0] == self._n:
                 pc = np.asarray(f["pointcloud"][i])
                 frame["pointcloud"] = pc if pc.size else []
         except (OSError, RuntimeError, ValueError, KeyError) as exc:

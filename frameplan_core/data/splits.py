@@ -108,5 +108,12 @@ def load(root: str | Path) -> dict | None:
         raise DataError(f"{path}: not valid UTF-8 JSON ({exc})") from None
     if not isinstance(data, dict) or not isinstance(data.get("samples"), dict):
         raise DataError(f"{path}: expected an object with 'episodes' and 'samples' per split")
+    for fld in ("episodes", "samples"):
+        value = data.get(fld, {})
+        if not isinstance(value, dict):
+            raise DataError(f"{path}: {fld!r} must be an object mapping each split to a list, got {type(value).__name__}")
+        for split, items in value.items():
+            if not isinstance(items, list) or not all(isinstance(x, str) for x in items):
+                raise DataError(f"{path}: {fld}/{split} must be a list of strings, got {str(items)[:60]}")
     check_disjoint(data, str(path))
     return data
