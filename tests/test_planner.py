@@ -347,3 +347,12 @@ def test_missing_checkpoints_say_so(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelError, match="neither"):
         GridPlanner.from_pretrained(tmp_path / "empty")
+
+
+def test_config_refuses_a_zero_lora_alpha_and_a_negative_thickness():
+    # alpha 0 scales every adapter to nothing: a LoRA run would silently train nothing
+    with pytest.raises(ConfigError, match="lora_alpha"):
+        PlannerConfig.preset("tiny", lora_alpha=0.0)
+    with pytest.raises(ConfigError, match="trajectory_thickness"):
+        PlannerConfig.preset("tiny", trajectory_thickness=-1)
+    assert PlannerConfig.preset("tiny", lora_alpha=2.0, trajectory_thickness=3).thickness == 3

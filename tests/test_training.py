@@ -56,6 +56,70 @@ def test_config_yaml_unknown_keys_overrides(tmp_path):
         load_train_config(kind, f"config/train_{kind}.yaml")
 
 
+def test_set_overrides_parse_numbers_as_yaml_1_2_and_keep_strings_as_typed():
+    # PyYAML's YAML 1.1 read these as base-60 / octal integers
+    assert load_train_config("planner", None, ["max_time=10:00:00:00"]).max_time == "10:00:00:00"
+    assert load_train_config("planner", None, ["seed=010"]).seed == 10
+    cfg = load_train_config("planner", None, ["adapter_name=123", "model=1.0", "lr=1e-4", "devices=8",
+                                              "deterministic=true", "vae_from=null", "lora_alpha=2"])
+    assert (cfg.adapter_name, cfg.model, cfg.lr, cfg.devices) == ("123", "1.0", 1e-4, 8)
+    assert cfg.deterministic is True and cfg.vae_from is None and cfg.lora_alpha == 2.0
+    with pytest.raises(ConfigError, match="seed.*integer"):
+        load_train_config("planner", None, ["seed=1.5"])
+    with pytest.raises(ConfigError, match="deterministic.*true/false"):
+        load_train_config("planner", None, ["deterministic=1"])
+
+
+def test_config_ranges_flip_prob_and_lora_alpha():
+    assert load_train_config("predictor", None, ["flip_prob=1"]).flip_prob == 1.0
+    with pytest.raises(ConfigError, match="flip_prob"):
+        load_train_config("predictor", None, ["flip_prob=1.5"])
+    with pytest.raises(ConfigError, match="lora_alpha"):
+        load_train_config("planner", None, ["lora_alpha=0"])
+
+
+def test_resume_refuses_a_changed_lora_setup(tmp_path):
+    import dataclasses
+
+    cfg = load_train_config("planner", None, ["lora_rank=4", "lora_alpha=4"])
+    ckpt = tmp_path / "step=0000001.ckpt"
+    torch.save({"frameplan_config": dataclasses.asdict(cfg)}, ckpt)
+    run.check_resume(cfg, ckpt)
+    for change in ("lora_alpha=1", "lora_rank=8", "train_base=true", "adapter_name=other"):
+        with pytest.raises(ConfigError, match=change.split("=")[0]):  # alpha would silently rescale the adapter
+            run.check_resume(load_train_config("planner", None, ["lora_rank=4", "lora_alpha=4", change]), ckpt)
+
+
+def test_export_to_an_existing_file_is_a_clear_error(tmp_path):
+    from frameplan_core.cli import main
+
+    (tmp_path / "taken").write_text("x")
+    with pytest.raises(ConfigError, match="not a folder"):
+        run.export_checkpoint("predictor", tmp_path / "none.ckpt", tmp_path / "taken")
+    assert main(["export", "planner", "--checkpoint", str(tmp_path / "none.ckpt"), "--out",
+                 str(tmp_path / "taken")]) == 1
+
+
+def test_fp16_export_keeps_the_lora_metadata(tmp_path):
+    from safetensors import safe_open
+
+    from frameplan_core.planner import GridPlanner, PlannerConfig
+    from frameplan_training.export import to_fp16_where_safe
+
+    pl = GridPlanner.from_config(PlannerConfig.preset("tiny", cell_size=32, lora_rank=4, lora_alpha=1.0), seed=0)
+    pl.add_adapter("a")
+    with torch.no_grad():
+        for p in pl.trainable_parameters("lora"):
+            p.add_(0.01)
+    pl.save_adapter(tmp_path / "a", "a")
+    counts = to_fp16_where_safe(tmp_path)
+    assert counts["fp16"] > 0
+    with safe_open(str(tmp_path / "a" / "pytorch_lora_weights.safetensors"), "pt") as f:
+        assert "lora_adapter_metadata" in (f.metadata() or {})
+    pl.load_adapter(tmp_path / "a", "b")  # alpha 1 with rank 4 comes back, not the default alpha = rank
+    assert pl.transformer.peft_config["b"].lora_alpha == 1.0
+
+
 def test_lr_cooldown_falls_linearly_to_zero_at_max_steps(ip2p, tmp_path):
     import csv
 

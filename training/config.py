@@ -95,9 +95,11 @@ class TrainConfig:
             raise ConfigError(f"crop_res={self.crop_res} exceeds image_size={self.image_size}")
         if not 0.0 < self.crop_min_scale <= 1.0:
             raise ConfigError(f"crop_min_scale={self.crop_min_scale}: must be in (0, 1]")
-        for name in ("flip_prob", "color_jitter", "ema_decay"):
-            if not 0.0 <= getattr(self, name) < 1.0 + (name == "flip_prob"):
-                raise ConfigError(f"{name}={getattr(self, name)}: out of range")
+        for name in ("color_jitter", "ema_decay"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(f"{name}={getattr(self, name)}: out of range [0, 1)")
+        if not 0.0 <= self.flip_prob <= 1.0:
+            raise ConfigError(f"flip_prob={self.flip_prob}: a probability, must be in [0, 1]")
         if self.lr <= 0:
             raise ConfigError(f"lr={self.lr}: must be > 0")
         if min(self.warmup_steps, self.sample_every_n_steps, self.val_every_n_steps, self.max_bad_samples,
@@ -190,6 +192,8 @@ class PlannerTrainConfig(TrainConfig):
             raise ConfigError(f"modality dropout probabilities {probs}: each >= 0 and sum <= 1")
         if self.lora_rank is not None and self.lora_rank < 1:
             raise ConfigError(f"lora_rank={self.lora_rank}: must be >= 1")
+        if self.lora_alpha is not None and not self.lora_alpha > 0:
+            raise ConfigError(f"lora_alpha={self.lora_alpha}: must be > 0 (the adapter is scaled by alpha / rank)")
 
 
 @dataclass

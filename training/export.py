@@ -32,11 +32,14 @@ def _safe_fp16(t: torch.Tensor, tol: float) -> bool:
 
 def to_fp16_where_safe(folder: str | Path, tol: float = 1e-3) -> dict[str, int]:
     """Rewrite every ``*.safetensors`` under ``folder`` in place; returns counts of fp16/fp32 tensors."""
-    from safetensors.torch import load_file, save
+    from safetensors import safe_open
+    from safetensors.torch import save
 
     counts = {"fp16": 0, "kept": 0, "bytes_before": 0, "bytes_after": 0}
     for path in sorted(Path(folder).rglob("*.safetensors")):
-        sd = load_file(str(path))
+        with safe_open(str(path), "pt") as f:  # keep the header metadata: a LoRA's alpha/rank live there
+            metadata = f.metadata()
+            sd = {k: f.get_tensor(k) for k in f.keys()}
         out = {}
         for k, v in sd.items():
             if _safe_fp16(v, tol):
@@ -46,7 +49,7 @@ def to_fp16_where_safe(folder: str | Path, tol: float = 1e-3) -> dict[str, int]:
                 out[k] = v.contiguous()
                 counts["kept"] += 1
         counts["bytes_before"] += path.stat().st_size
-        atomic.write_bytes(path, save(out))
+        atomic.write_bytes(path, save(out, metadata=metadata))
         counts["bytes_after"] += path.stat().st_size
     log.info("fp16 export of %s: %d tensors fp16, %d kept, %.1f MB -> %.1f MB", folder, counts["fp16"],
              counts["kept"], counts["bytes_before"] / 1e6, counts["bytes_after"] / 1e6)

@@ -28,7 +28,8 @@ from frameplan_core.errors import ConfigError, DataError
 log = logging.getLogger(__name__)
 
 # fields that must not change between a run and its resume (they define the model or the data order)
-RESUME_INVARIANTS = ("model", "vae_from", "target", "condition", "seed", "batch_size", "image_size", "crop_res")
+RESUME_INVARIANTS = ("model", "vae_from", "target", "condition", "seed", "batch_size", "image_size", "crop_res",
+                     "train_base", "adapter_name", "lora_rank", "lora_alpha")
 
 
 @dataclass
@@ -167,8 +168,9 @@ def export_checkpoint(kind: str, ckpt: str | Path, out: str | Path, ema: bool = 
         raise ConfigError(f"export {kind}: only predictor and planner checkpoints can be exported this way (the VAE's "
                           "scaling factor is measured on its training data at the end of `frameplan train vae`)")
     ckpt, out = Path(ckpt), Path(out)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise ConfigError(f"--out {out}: folder exists and is not empty (pass --overwrite to replace it)")
+    if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):
+        what = "folder exists and is not empty" if out.is_dir() else "exists and is not a folder"
+        raise ConfigError(f"--out {out}: {what} (pass --overwrite to replace it)")
     state, saved = read_checkpoint(ckpt, "--checkpoint")
     cfg = cfgmod.from_dict(CONFIG_CLASSES[kind], saved, f"{ckpt} (frameplan_config of a {kind} run?)")
     module = build_module(kind, cfg)

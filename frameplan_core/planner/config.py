@@ -96,6 +96,11 @@ class PlannerConfig:
             raise ConfigError(f"planner steps={self.steps}: must be >= 1")
         if self.lora_rank < 1:
             raise ConfigError(f"planner lora_rank={self.lora_rank}: must be >= 1")
+        if self.lora_alpha is not None and not self.lora_alpha > 0:
+            raise ConfigError(f"planner lora_alpha={self.lora_alpha}: must be > 0 (the adapter is scaled by alpha / rank)")
+        if self.trajectory_thickness < 0:
+            raise ConfigError(f"planner trajectory_thickness={self.trajectory_thickness}: must be >= 0 "
+                              "(0 = max(1, cell_size // 64))")
         if self.condition not in CONDITIONS:
             raise ConfigError(f"planner condition={self.condition!r}: expected one of {list(CONDITIONS)}")
         if self.target not in ("grid", "residual"):
