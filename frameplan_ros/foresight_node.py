@@ -34,7 +34,7 @@ from frameplan_core.errors import FrameplanError, InputError, ModelError
 from frameplan_ros import convert
 from frameplan_ros import params as paramlib
 from frameplan_ros.diagnostics import ERROR, WARN, Health, status_message
-from frameplan_ros.foresight_params import MODEL_PARAMS, ForesightParams
+from frameplan_ros.foresight_params import MAX_CHAIN, MODEL_PARAMS, ForesightParams
 from frameplan_ros.worker import Worker
 
 
@@ -116,7 +116,10 @@ class ForesightNode(Node):
         self.pub_pred = self.create_publisher(Image, f"{pre}/predicted_image", out_qos)
         self.pub_cmp = self.create_publisher(Image, f"{pre}/comparison", out_qos)
         self.pub_grid = self.create_publisher(Image, f"{pre}/plan/grid", out_qos)
-        self.pub_frames = self.create_publisher(Image, f"{pre}/plan/frames", out_qos)
+        # a plan's frames are published in one burst: keep all of them, whatever chain is set to later
+        frames_qos = QoSProfile(depth=max(self.p.output_queue_depth, 8 * MAX_CHAIN + 1),
+                                reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
+        self.pub_frames = self.create_publisher(Image, f"{pre}/plan/frames", frames_qos)
         self.pub_path = self.create_publisher(PathMsg, f"{pre}/plan/trajectory", out_qos)
         self.pub_markers = self.create_publisher(MarkerArray, f"{pre}/plan/trajectory_markers", out_qos)
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", ctl_qos)

@@ -10,6 +10,7 @@ TRIGGERS = ("on_instruction", "continuous")
 DEVICES = ("auto", "cpu", "cuda")  # "cuda:N" accepted too
 QOS_CHOICES = ("sensor_data", "reliable")
 OUTPUT_SIZES = ("model", "input")
+MAX_CHAIN = 8  # chained grids per plan: 8 * MAX_CHAIN + 1 frames go out at once on plan/frames
 
 # Parameters that need the model to be reloaded when they change at run time.
 MODEL_PARAMS = ("mode", "model", "device")
@@ -29,7 +30,7 @@ class ForesightParams:
                       range=(-1, 2**31 - 1))
     output_size: str = param("input", "predicted image size: input (camera resolution) or model (native)",
                              choices=OUTPUT_SIZES)
-    chain: int = param(1, "planner: number of chained 3x3 grids (8k+1 frames)", range=(1, 8))
+    chain: int = param(1, "planner: number of chained 3x3 grids (8k+1 frames)", range=(1, MAX_CHAIN))
     default_instruction: str = param("", "instruction used before any arrives on the instruction topic "
                                      "(continuous trigger); empty = wait for one")
     max_instruction_chars: int = param(512, "longer instructions are refused (reported, previous one kept)",
@@ -49,7 +50,8 @@ class ForesightParams:
     use_camera_info: bool = param(True, "subscribe to camera_info", read_only=True)
     camera_qos: str = param("sensor_data", "camera subscriptions: sensor_data (best effort, depth 5) or reliable "
                             "(bag replay)", choices=QOS_CHOICES, read_only=True)
-    output_queue_depth: int = param(10, "KEEP_LAST depth of the reliable output publishers (>= 9 for plan frames)",
+    output_queue_depth: int = param(10, "KEEP_LAST depth of the reliable output publishers (plan/frames keeps at "
+                                    "least a whole plan of the longest chain: 8 x 8 + 1 = 65)",
                                     range=(9, 1000), read_only=True)
     warmup: bool = param(True, "run one 1-step inference right after loading, so the first real frame is not "
                          "slowed by lazy initialisation")

@@ -205,3 +205,16 @@ def test_sim_bridge_applies_loop_at_run_time_and_reports_error_kinds(ctx, episod
         assert 500_000_000 in [t.timer_period_ns for t in bridge.timers]
     finally:
         _destroy(executor, listener, bridge)
+
+
+def test_plan_frames_queue_holds_the_longest_plan(ctx):
+    """A chained plan's 8k+1 frames go out in one burst on a reliable KEEP_LAST queue: a shorter queue would drop
+    the first frames for a subscriber that is a little slow."""
+    from frameplan_ros.foresight_params import MAX_CHAIN
+
+    node = _foresight(ctx, output_queue_depth=10, mode="planner")
+    try:
+        assert node.pub_frames.qos_profile.depth == 8 * MAX_CHAIN + 1
+        assert node.pub_pred.qos_profile.depth == 10
+    finally:
+        node.destroy_node()
