@@ -314,12 +314,13 @@ class ForesightNode(Node):
         where = self.p.image_topic
         rgb = convert.image_to_rgb(job.image, where)
         seed = self.p.seed if self.p.seed >= 0 else int.from_bytes(os.urandom(4), "little") >> 1
-        steps = self.p.steps or None
+        steps, samples = self.p.steps or None, self.p.samples or None
         t0 = time.monotonic()
         if mode == "predictor":
             if not job.instruction:
                 raise InputError("predictor: no instruction yet (publish one on the instruction topic)")
-            pred = model.predict(rgb, job.instruction, steps=steps, seed=seed, output_size=self.p.output_size)
+            pred = model.predict(rgb, job.instruction, steps=steps, seed=seed, output_size=self.p.output_size,
+                                 samples=samples)
             infer_ms = (time.monotonic() - t0) * 1e3
             self._publish(self.pub_pred, convert.rgb_to_image(np.asarray(pred), job.image.header))
             if self.p.publish_comparison:
@@ -329,7 +330,7 @@ class ForesightNode(Node):
         else:
             traj_px = self._project_trajectory(job, rgb.shape[:2])
             plan = model.plan(rgb, instruction=job.instruction, trajectory=traj_px, steps=steps, seed=seed,
-                              chain=self.p.chain)
+                              chain=self.p.chain, samples=samples)
             infer_ms = (time.monotonic() - t0) * 1e3
             self._publish(self.pub_grid, convert.rgb_to_image(np.asarray(plan.grid), job.image.header))
             for k, frame in enumerate(plan.frames):

@@ -26,6 +26,8 @@ class ForesightParams:
     trigger: str = param("on_instruction", "on_instruction: one run per new instruction on the latest frame; "
                          "continuous: run as fast as the model allows on the newest frame", choices=TRIGGERS)
     steps: int = param(0, "sampling steps; 0 = the model's default", range=(0, 1000))
+    samples: int = param(0, "samples averaged per prediction or plan (the expected frame; about N times the work); "
+                         "0 = the model's default", range=(0, 64))
     seed: int = param(0, "sampling seed (same input + seed = same output); -1 = a new random seed each run",
                       range=(-1, 2**31 - 1))
     output_size: str = param("input", "predicted image size: input (camera resolution) or model (native)",

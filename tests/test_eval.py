@@ -60,6 +60,23 @@ def test_eval_predictor_report_has_baseline_and_changed_region(data, tiny_predic
     assert fig.shape[0] > 3 * 128 and fig.shape[1] > 3 * 128  # 3 task rows x (input, generated, ground truth)
 
 
+def test_eval_predictor_mean_of_samples(data, tiny_predictor, tmp_path):
+    from frameplan_training.evaluation import evaluate_predictor
+
+    from frameplan_core.predictor import FramePredictor
+
+    ip2p, _ = data
+    p = FramePredictor.from_pretrained(tiny_predictor, device="cpu")
+    one = evaluate_predictor(tiny_predictor, ip2p, tmp_path / "one", steps=1, predictor=p, max_samples=3)
+    two = evaluate_predictor(tiny_predictor, ip2p, tmp_path / "two", steps=1, samples=2, predictor=p, max_samples=3)
+    assert one["settings"]["samples"] == 1 and two["settings"]["samples"] == 2
+    assert "per-pixel mean of 2 samples" in (tmp_path / "two" / "report.md").read_text()
+    assert "one sample" in (tmp_path / "one" / "report.md").read_text()
+    # the same baseline, another prediction
+    a, b = one["per_task"]["all tasks"], two["per_task"]["all tasks"]
+    assert a["baseline"] == b["baseline"] and a["model"]["psnr"] != b["model"]["psnr"]
+
+
 def test_eval_planner_per_frame_and_trajectory(data, tmp_path):
     from frameplan_training.evaluation import evaluate_planner
 
@@ -78,6 +95,8 @@ def test_eval_planner_per_frame_and_trajectory(data, tmp_path):
     report = (tmp_path / "eval" / "report.md").read_text()
     assert "PSNR copy" in report and "Per frame index" in report and "Motion-centroid error" in report
     assert (tmp_path / "eval" / "comparison.png").is_file()
+    r2 = evaluate_planner("tiny-random", grid, tmp_path / "eval2", steps=1, planner=g, samples=2, max_samples=1)
+    assert r2["settings"]["samples"] == 2 and "mean of 2 samples" in (tmp_path / "eval2" / "report.md").read_text()
 
 
 def test_eval_only_on_held_out_episodes(data, tmp_path):

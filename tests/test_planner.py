@@ -356,3 +356,33 @@ def test_config_refuses_a_zero_lora_alpha_and_a_negative_thickness():
     with pytest.raises(ConfigError, match="trajectory_thickness"):
         PlannerConfig.preset("tiny", trajectory_thickness=-1)
     assert PlannerConfig.preset("tiny", lora_alpha=2.0, trajectory_thickness=3).thickness == 3
+
+
+def test_mean_of_plans_is_the_mean_of_the_individual_plans(planner, image, tmp_path):
+    """samples=k draws k plans in one batch and averages them. The Euler flow is deterministic given its initial
+    noise, and k noise draws in a row from one generator are the rows of one k-row draw, so three single-sample
+    grids from one generator are exactly the three samples of the batch."""
+    from frameplan_core.grid import source_grid
+    from frameplan_core.planner.config import MAX_SAMPLES
+
+    _, drawn, _ = planner.prepare_frame(image)
+    cond = source_grid(drawn, planner.config.layout)
+    gen = torch.Generator().manual_seed(7)
+    singles = [planner._generate(cond, "stack the blocks", 3, 3.5, gen).astype(np.float64) for _ in range(3)]
+    assert not np.array_equal(singles[0], singles[1])
+    mean = planner._generate(cond, "stack the blocks", 3, 3.5, torch.Generator().manual_seed(7), samples=3)
+    assert np.abs(mean - np.mean(singles, axis=0)).max() <= 1.0  # the per-sample uint8 rounding
+    # through plan(): cell 1 is still the observation, the setting is recorded, the plan is smoother
+    one, avg = planner.plan(image, "stack the blocks", seed=1), planner.plan(image, "stack the blocks", seed=1, samples=4)
+    assert np.array_equal(avg.frames[0], one.frames[0]) and avg.inputs["samples"] == 4 and one.inputs["samples"] == 1
+    assert np.std(avg.frames[5].astype(float)) < np.std(one.frames[5].astype(float))
+    for bad in (0, MAX_SAMPLES + 1, True, 2.0):
+        with pytest.raises(InputError, match="samples"):
+            planner.plan(image, "x", samples=bad)
+    with pytest.raises(ConfigError, match="samples"):
+        PlannerConfig.preset("tiny", cell_size=CELL, samples=0)
+    # stored with the model; configs saved before the field existed load as 1
+    g = GridPlanner.from_config(PlannerConfig.preset("tiny", cell_size=CELL, samples=3), seed=0)
+    g.save_pretrained(tmp_path / "p")
+    assert GridPlanner.from_pretrained(tmp_path / "p", device="cpu").config.samples == 3
+    assert PlannerConfig.from_dict({k: v for k, v in g.config.to_dict().items() if k != "samples"}).samples == 1

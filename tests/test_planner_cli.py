@@ -32,7 +32,7 @@ def test_plan_cli_writes_grid_frames_gif_and_conditioning(setup, goal, capsys):
     if goal in ("trajectory", "both"):
         args += ["--trajectory", str(setup / "traj.json")]
     if goal == "3d":
-        args += ["--trajectory", str(setup / "traj3d.json"), "--chain", "2"]
+        args += ["--trajectory", str(setup / "traj3d.json"), "--chain", "2", "--samples", "2"]
     assert main(args) == 0
     assert "plan:" in capsys.readouterr().out
     meta = json.loads((out / "plan.json").read_text())
@@ -51,6 +51,7 @@ def test_plan_cli_writes_grid_frames_gif_and_conditioning(setup, goal, capsys):
     expected = {"text": ["text"], "trajectory": ["trajectory"], "both": ["text", "trajectory"],
                 "3d": ["trajectory"]}[goal]
     assert meta["inputs"]["modalities"] == expected
+    assert meta["inputs"]["samples"] == (2 if goal == "3d" else 1)
 
 
 def test_plan_cli_errors(setup, capsys):
@@ -74,9 +75,12 @@ def test_bench_planner_runs_and_writes_json(setup, capsys):
     n = torch.get_num_threads()
     try:
         assert main(["bench", "planner", "--checkpoint", str(setup / "ckpt"), "--cell-size", "32", "--steps", "2",
-                     "--repeats", "2", "--warmup", "0", "--threads", "1", "--json", str(setup / "bench.json")]) == 0
+                     "--repeats", "2", "--warmup", "0", "--threads", "1", "--samples", "3",
+                     "--json", str(setup / "bench.json")]) == 0
     finally:
         torch.set_num_threads(n)
-    assert "| tiny | cpu float32 | 96x96 | 2 |" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "| tiny | cpu float32 | 96x96 | 2 |" in out and "mean of 3 plans" in out
     rows = json.loads((setup / "bench.json").read_text())["rows"]
-    assert len(rows) == 1 and len(rows[0]["runs_s"]) == 2 and rows[0]["median_s"] > 0 and rows[0]["peak_mib"] > 10
+    assert len(rows) == 2 and [r["samples"] for r in rows] == [1, 3]
+    assert len(rows[0]["runs_s"]) == 2 and rows[0]["median_s"] > 0 and rows[0]["peak_mib"] > 10

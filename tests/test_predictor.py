@@ -233,3 +233,50 @@ def test_residual_target_is_saved_and_old_configs_load_as_frame(pred, tmp_path, 
 
     assert main(["bench", "predictor", "--model", str(tmp_path / "r"), "--device", "cpu"]) != 0
     assert "residual-target model" in capsys.readouterr().err
+
+
+def test_mean_of_samples_is_the_mean_of_the_individual_samples(pred, tmp_path):
+    """samples=k runs k noise draws in one batch and averages the frames: the same draws come from a batch of k
+    copies of the image with samples=1 (identical noise layout), so the mean must match to rounding."""
+    kw = {"steps": 2, "seed": 3, "sampler": "euler_a"}  # ancestral: fresh noise every step too
+    singles = pred.predict_batch([FRAME] * 3, ["stack the blocks"] * 3, samples=1, **kw)
+    assert not np.array_equal(singles[0], singles[1])  # different draws
+    mean = pred.predict(FRAME, "stack the blocks", samples=3, **kw)
+    expect = np.mean([s.astype(np.float64) for s in singles], axis=0)
+    assert np.abs(mean.astype(np.float64) - expect).max() <= 1.0  # uint8 rounding of each single
+    assert mean.std() < np.mean([s.std() for s in singles])  # the mean is smoother than a sample
+    # two images, two samples each: image i's mean is over rows i and n+i of the batch
+    imgs, texts = [FRAME, FRAME[::-1]], ["stack the blocks", "hand the block over"]
+    two = pred.predict_batch(imgs, texts, samples=2, **kw)
+    rows = pred.predict_batch(imgs * 2, texts * 2, samples=1, **kw)
+    for i in range(2):
+        expect = (rows[i].astype(np.float64) + rows[2 + i]) / 2
+        assert np.abs(two[i].astype(np.float64) - expect).max() <= 1.0
+    assert np.abs(two[0].astype(np.float64) - two[1]).max() > 10  # not mixed across images
+    # the model's default is stored and validated like every sampling setting
+    q = FramePredictor.from_config(small("tiny"), seed=0, device="cpu")
+    q.config.sampling.samples = 2
+    q.save_pretrained(tmp_path / "m")
+    assert FramePredictor.from_pretrained(tmp_path / "m", device="cpu").config.sampling.samples == 2
+    old = q.config.to_dict()
+    del old["sampling"]["samples"]  # configs saved before the field existed
+    assert PredictorConfig.from_dict(old).sampling.samples == 1
+    for bad in (0, 65, True, 1.5):
+        with pytest.raises(ConfigError, match="samples"):
+            pred.predict(FRAME, "x", steps=1, samples=bad)
+
+
+@pytest.mark.slow  # the paper-default baseline runs 100-step references
+def test_bench_times_the_mean_of_samples_beside_one_sample(tmp_path, capsys):
+    import json
+
+    from frameplan_core.cli import main
+
+    q = FramePredictor.from_config(small("tiny"), seed=0, device="cpu")
+    q.config.sampling = SamplingConfig(sampler="dpmpp", steps=2, samples=3)
+    q.save_pretrained(tmp_path / "m")
+    assert main(["bench", "predictor", "--model", str(tmp_path / "m"), "--device", "cpu", "--repeats", "2",
+                 "--paper-repeats", "1", "--psnr-images", "1", "--batch", "2", "--json", str(tmp_path / "b.json")]) == 0
+    r = json.loads((tmp_path / "b.json").read_text())
+    assert r["fast_mean"]["samples"] == 3 and len(r["fast_mean"]["runs"]) == 2 and r["fast_mean"]["median_s"] > 0
+    assert "mean of 3 samples" in capsys.readouterr().out

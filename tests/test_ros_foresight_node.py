@@ -136,6 +136,30 @@ def test_prediction_keeps_source_stamp_and_frame_id(predictor_node):
     np.testing.assert_array_equal(convert.image_to_rgb(cmp_)[:, :320], rgb)
 
 
+def test_samples_parameter_gives_the_mean_of_samples(predictor_node):
+    from rclpy.parameter import Parameter
+
+    from frameplan_core.predictor import FramePredictor
+
+    node, probe, pubs, models = predictor_node
+    assert _set_parameters(probe, [Parameter("samples", value=3)])[0].successful
+    try:
+        stamp, rgb = _stamp(1500, 7), _frame(seed=4)
+        _send(pubs, convert.numpy_to_image(rgb, "rgb8", stamp=stamp, frame_id=FRAME_ID), "hand the block over",
+              image_first=True)  # on_instruction: the instruction runs on the latest frame
+        assert probe.wait_for(lambda: _outputs_with_stamp(probe, "/frameplan/predicted_image", stamp),
+                              INFER_TIMEOUT), node.log_text()[-3000:]
+        out = convert.image_to_rgb(_outputs_with_stamp(probe, "/frameplan/predicted_image", stamp)[0]).astype(int)
+    finally:
+        assert _set_parameters(probe, [Parameter("samples", value=0)])[0].successful
+    p = FramePredictor.from_pretrained(models["predictor"], device="cpu")
+    kw = {"steps": 1, "seed": 0, "output_size": "input"}
+    mean3 = p.predict(rgb, "hand the block over", samples=3, **kw).astype(int)
+    one = p.predict(rgb, "hand the block over", **kw).astype(int)
+    assert np.abs(out - mean3).max() <= 2  # the same computation in another process (thread count may differ)
+    assert np.abs(out - one).max() > 10
+
+
 def test_bad_images_are_reported_and_the_next_good_one_processed(predictor_node):
     node, probe, pubs, _ = predictor_node
     good = convert.numpy_to_image(_frame(seed=1), "bgr8", stamp=_stamp(2000), frame_id=FRAME_ID)

@@ -185,6 +185,19 @@ def test_resumable_loader_continues_the_same_order():
     assert len({len(s) for s in sharded}) == 1 and set().union(*sharded) == set(data)
 
 
+def test_resume_on_changed_data_warns_that_the_order_differs(caplog):
+    from frameplan_training.sampler import ResumableLoader, ResumableSampler
+
+    ds = torch.utils.data.TensorDataset(torch.arange(10))
+    same = ResumableLoader(ds, ResumableSampler(10, seed=3), batch_size=3)
+    with caplog.at_level("WARNING", logger="frameplan_training.sampler"):
+        same.load_state_dict(same.state_dict())
+        assert not caplog.records
+        grown = ResumableLoader(ds, ResumableSampler(10, seed=3), batch_size=3)
+        grown.load_state_dict({"epoch": 1, "batches_done": 2, "seed": 3, "n": 8})  # saved with 8 samples
+    assert "8 train samples" in caplog.text and "not in the uninterrupted run's order" in caplog.text
+
+
 # ---------------------------------------------------------------- predictor
 def test_motion_weights_upweight_the_changed_cell():
     from frameplan_training.predictor_module import motion_weights

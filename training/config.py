@@ -160,7 +160,8 @@ class PlannerTrainConfig(TrainConfig):
 
     drop_text_prob: fraction of samples trained trajectory-only (empty instruction);
     drop_trajectory_prob: fraction trained text-only (plain first frame); drop_both_prob: neither (image only).
-    Samples whose episode has no end-effector track are always text-only.
+    Samples whose episode has no end-effector track keep their draw without the trajectory: "both" becomes
+    text-only and "trajectory" becomes neither (image only), so the text dropout rate stays as configured.
     lora_rank: None keeps the planner config's rank (tiny 16, flux-dev 128); alpha defaults to the rank.
     adapter_name: name of the trained LoRA adapter (saved under ``adapters/<name>``).
     train_base: train the base transformer instead of a LoRA adapter (needed once for the embedded ``tiny``

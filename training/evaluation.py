@@ -100,7 +100,7 @@ def _batches(n: int, size: int):
 # ---------------------------------------------------------------- predictor
 def evaluate_predictor(model: str | Path, data: str | Path, out: str | Path, split: str = "auto",
                        steps: int | None = None, text_scale: float | None = None, image_scale: float | None = None,
-                       seed: int = 0, batch_size: int = 8, max_samples: int | None = None,
+                       samples: int | None = None, seed: int = 0, batch_size: int = 8, max_samples: int | None = None,
                        threshold: int = metrics.DEFAULT_THRESHOLD, dilate: int = metrics.DEFAULT_DILATE,
                        device: str = "auto", predictor: Any = None,
                        progress: Callable[[int, int], None] | None = None) -> dict:
@@ -118,18 +118,18 @@ def evaluate_predictor(model: str | Path, data: str | Path, out: str | Path, spl
     rows: list[dict] = []
     examples: dict[str, tuple] = {}
     for idx in _batches(n, batch_size):
-        samples = [ds.sample(pos) for pos in idx]
-        inputs = [fit(s.input, res, p.config.crop) for _, s in samples]
-        targets = [fit(s.output, res, p.config.crop) for _, s in samples]
-        tasks = [str(s.meta.get("task", "")) or "unknown" for _, s in samples]
-        seen = [s.edit for _, s in samples]
-        unseen = [unseen_instruction(t, s.id, seed) for t, (_, s) in zip(tasks, samples)]
-        kw = {"steps": steps, "text_scale": text_scale, "image_scale": image_scale, "seed": seed}
+        items = [ds.sample(pos) for pos in idx]
+        inputs = [fit(s.input, res, p.config.crop) for _, s in items]
+        targets = [fit(s.output, res, p.config.crop) for _, s in items]
+        tasks = [str(s.meta.get("task", "")) or "unknown" for _, s in items]
+        seen = [s.edit for _, s in items]
+        unseen = [unseen_instruction(t, s.id, seed) for t, (_, s) in zip(tasks, items)]
+        kw = {"steps": steps, "text_scale": text_scale, "image_scale": image_scale, "seed": seed, "samples": samples}
         preds = p.predict_batch(inputs, seen, **kw)
         has_u = [k for k, u in enumerate(unseen) if u]
         preds_u = dict(zip(has_u, p.predict_batch([inputs[k] for k in has_u], [unseen[k] for k in has_u], **kw))) \
             if has_u else {}
-        for k, (_, s) in enumerate(samples):
+        for k, (_, s) in enumerate(items):
             row = {"id": s.id, "task": tasks[k], "instruction": seen[k],
                    "model": metrics.frame_metrics(preds[k], targets[k], inputs[k], threshold, dilate),
                    "baseline": metrics.frame_metrics(inputs[k], targets[k], inputs[k], threshold, dilate)}
@@ -147,11 +147,16 @@ def evaluate_predictor(model: str | Path, data: str | Path, out: str | Path, spl
     settings = {"steps": steps or p.config.sampling.steps, "sampler": p.config.sampling.sampler,
                 "text_scale": text_scale if text_scale is not None else p.config.sampling.text_scale,
                 "image_scale": image_scale if image_scale is not None else p.config.sampling.image_scale,
+                "samples": samples if samples is not None else p.config.sampling.samples,
                 "seed": seed, "resolution": res, "threshold": threshold, "dilate": dilate}
     result = {"kind": "predictor", "model": str(model), "data": str(data), "split": split, "num_samples": len(rows),
               "settings": settings, "seconds": round(seconds, 2), "per_task": per_task, "samples": rows}
     _write_outputs(result, out, examples, _predictor_report(result))
     return result
+
+
+def _samples_words(n: int) -> str:
+    return "one sample" if n == 1 else f"per-pixel mean of {n} samples"
 
 
 def _predictor_report(r: dict) -> str:
@@ -162,7 +167,8 @@ def _predictor_report(r: dict) -> str:
         f"- model: `{r['model']}`", (f"- data: `{r['data']}`, held-out split **{r['split']}** "
         f"({r['num_samples']} samples, episodes never used for training)"),
         (f"- sampling: {s['sampler']}, {s['steps']} steps, s_T {s['text_scale']}, s_I {s['image_scale']}, "
-        f"seed {s['seed']}, {s['resolution']}² model resolution"), f"- time: {r['seconds']} s", "",
+        f"{_samples_words(s.get('samples', 1))}, seed {s['seed']}, {s['resolution']}² model resolution"),
+        f"- time: {r['seconds']} s", "",
         "## Table 2 (per task): model vs copy-the-input baseline", "",
         ("SSIM (Wang et al.: 11x11 gaussian window, sigma 1.5) and PSNR (dB, MAX 255) over the whole frame and over the "
         f"**changed region** (pixels whose input→target difference exceeds {s['threshold']}/255, dilated by "
@@ -199,7 +205,7 @@ def _plan_metrics(frames: list[np.ndarray], gt: list[np.ndarray], threshold: int
 
 
 def evaluate_planner(model: str | Path, data: str | Path, out: str | Path, split: str = "auto",
-                     steps: int | None = None, guidance: float | None = None, seed: int = 0,
+                     steps: int | None = None, guidance: float | None = None, samples: int | None = None, seed: int = 0,
                      max_samples: int | None = None, threshold: int = metrics.DEFAULT_THRESHOLD,
                      dilate: int = metrics.DEFAULT_DILATE, device: str = "auto", planner: Any = None,
                      progress: Callable[[int, int], None] | None = None) -> dict:
@@ -234,7 +240,8 @@ def evaluate_planner(model: str | Path, data: str | Path, out: str | Path, split
         row["baseline"] = base["mean"]
         per_frame_rows.setdefault("copy", []).append(base["per_frame"])
         for mode, (text, tr) in modes.items():
-            plan = g.plan(gt[0], instruction=text, trajectory=tr, steps=steps, guidance=guidance, seed=seed)
+            plan = g.plan(gt[0], instruction=text, trajectory=tr, steps=steps, guidance=guidance, seed=seed,
+                          samples=samples)
             m = _plan_metrics(plan.frames[:9], gt, threshold, dilate, tr is not None)
             row[mode] = m["mean"]
             if "centroid_error_px" in m:
@@ -256,9 +263,10 @@ def evaluate_planner(model: str | Path, data: str | Path, out: str | Path, split
                     and (task == ALL or r["task"] == task) and not math.isnan(r[f"{mode}_centroid_error_px"])]
             if vals:
                 d[f"{mode}_centroid_error_px"] = float(np.mean(vals))
-    per_frame = {mode: [metrics.summarize([s[k] for s in samples]) for k in range(9)]
-                 for mode, samples in per_frame_rows.items()}
+    per_frame = {mode: [metrics.summarize([s[k] for s in mode_rows]) for k in range(9)]
+                 for mode, mode_rows in per_frame_rows.items()}
     settings = {"steps": steps or g.config.steps, "guidance": guidance if guidance is not None else g.config.guidance,
+                "samples": samples if samples is not None else g.config.samples,
                 "seed": seed, "cell_size": cell, "threshold": threshold, "dilate": dilate}
     result = {"kind": "planner", "model": str(model), "data": str(data), "split": split, "num_samples": len(rows),
               "settings": settings, "seconds": round(seconds, 2), "modes": modes_present, "per_task": per_task,
@@ -274,7 +282,8 @@ def _planner_report(r: dict) -> str:
         "# Grid planner evaluation", "",
         f"- model: `{r['model']}`", (f"- data: `{r['data']}`, held-out split **{r['split']}** "
         f"({r['num_samples']} samples)"),
-        f"- sampling: {s['steps']} steps, guidance {s['guidance']}, seed {s['seed']}, {s['cell_size']} px cells",
+        (f"- sampling: {s['steps']} steps, guidance {s['guidance']}, {_samples_words(s.get('samples', 1))}, "
+         f"seed {s['seed']}, {s['cell_size']} px cells"),
         f"- time: {r['seconds']} s", "",
         ("Metrics are the means over frames 2–9 of each plan (frame 1 is the observed input). Changed region: "
         f"pixels of frame k that differ from frame 1 by more than {s['threshold']}/255 in the ground truth, dilated "

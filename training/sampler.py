@@ -6,10 +6,13 @@ protocol); ``ResumableLoader`` provides them. The number of trained batches is r
 counter at save time (not from how many batches the loader handed out, which runs ahead by the prefetch)."""
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 
 import numpy as np
 from torch.utils.data import DataLoader, Dataset, Sampler
+
+log = logging.getLogger(__name__)
 
 
 class ResumableSampler(Sampler):
@@ -73,6 +76,12 @@ class ResumableLoader(DataLoader):
 
     def load_state_dict(self, state: dict) -> None:
         s = self.resumable_sampler
+        if int(state.get("n", s.n)) != s.n or int(state.get("seed", s.seed)) != s.seed:
+            # adding data and resuming is legitimate, but the order (and so the weights) then differ from an
+            # uninterrupted run: say so rather than let "exact resume" be silently untrue
+            log.warning("resume: the checkpoint's data order was for %s train samples with seed %s, now %d with "
+                        "seed %d; training continues, but not in the uninterrupted run's order",
+                        state.get("n"), state.get("seed"), s.n, s.seed)
         epoch, done = int(state["epoch"]), int(state["batches_done"])
         if done >= len(self):  # the checkpoint was taken on the last batch of its epoch
             s.resume_at(epoch + 1, 0)

@@ -22,6 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="planner to time ('tiny': shipped weights, or random init if not trained yet)")
     parser.add_argument("--cell-size", type=int, default=256)
     parser.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's, 20)")
+    parser.add_argument("--samples", type=int, default=None,
+                        help="also time the mean of this many plans (default: the model's, when above 1)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
@@ -95,7 +97,7 @@ def _timed(fn, repeats: int, warmup: int, cuda: bool) -> tuple[float, list[float
     return statistics.median(times), times, peak / 2**20
 
 
-def bench_tiny(args, device) -> dict:
+def bench_tiny(args, device) -> list[dict]:
     import numpy as np
 
     from frameplan_core.errors import ModelError
@@ -111,18 +113,24 @@ def bench_tiny(args, device) -> dict:
         weights = "tiny (random init: no trained weights shipped yet)"
     img = (np.random.default_rng(0).random((480, 640, 3)) * 255).astype(np.uint8)
     steps = args.steps or pl.config.steps
-
-    def run():
-        pl._text_cache.clear()  # time the text encoder too
-        pl.plan(img, "strike the block with the hammer", trajectory=[[100, 300], [320, 200], [500, 260]],
-                steps=steps, seed=0)
-
-    med, times, peak = _timed(run, args.repeats, args.warmup, pl.device.type == "cuda")
+    n_mean = pl.config.samples if args.samples is None else args.samples
     n_t = sum(p.numel() for p in pl.transformer.parameters())
-    return {"model": "tiny", "weights": weights, "device": str(pl.device), "dtype": str(pl.dtype).replace("torch.", ""),
-            "grid": f"{3 * args.cell_size}x{3 * args.cell_size}", "steps": steps, "median_s": med, "runs_s": times,
-            "peak_mib": peak, "transformer_params_m": n_t / 1e6,
-            "what": "full plan(): text encode + VAE encode + sampling + VAE decode"}
+    rows = []
+    for samples in [1] + ([n_mean] if n_mean > 1 else []):  # one plan first: comparable across models
+        def run(samples=samples):
+            pl._text_cache.clear()  # time the text encoder too
+            pl.plan(img, "strike the block with the hammer", trajectory=[[100, 300], [320, 200], [500, 260]],
+                    steps=steps, seed=0, samples=samples)
+
+        med, times, peak = _timed(run, args.repeats, args.warmup, pl.device.type == "cuda")
+        what = "full plan(): text encode + VAE encode + sampling + VAE decode"
+        if samples > 1:
+            what += f"; mean of {samples} plans (one batch), {med / rows[0]['median_s']:.2f}x one plan"
+        rows.append({"model": "tiny", "weights": weights, "device": str(pl.device),
+                     "dtype": str(pl.dtype).replace("torch.", ""), "grid": f"{3 * args.cell_size}x{3 * args.cell_size}",
+                     "steps": steps, "samples": samples, "median_s": med, "runs_s": times, "peak_mib": peak,
+                     "transformer_params_m": n_t / 1e6, "what": what})
+    return rows
 
 
 def bench_flux(args, tokens: int, cond: bool, steps: int, label: str) -> dict:
@@ -190,7 +198,7 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    rows = [bench_tiny(args, device)]
+    rows = bench_tiny(args, device)
     if device.type == "cuda" and not args.no_flux:
         latent_tokens = (3 * args.cell_size // 16) ** 2
         rows.append(bench_flux(args, latent_tokens, True, args.steps or 20, "FLUX.1-dev-sized planner"))

@@ -15,6 +15,7 @@ from frameplan_core.errors import ConfigError
 
 PRESETS = ("tiny", "flux-dev")
 CONDITIONS = ("first_cell", "tiled", "channel")
+MAX_SAMPLES = 64  # plans averaged per call: all of them run as one batch, so this bounds the memory
 FLUX_DEV_TRANSFORMER_JSON = "planner_flux_dev_transformer.json"
 FLUX_DEV_SCHEDULER_JSON = "planner_flux_dev_scheduler.json"
 
@@ -68,6 +69,8 @@ class PlannerConfig:
     target: what the flow generates: ``grid`` (the nine frames' latent) or ``residual`` (their change from the
     tiled observation's latent, added back before decoding; "nothing moves" is then the zero residual instead of
     a copy the model has to learn). ``residual`` needs a tiled layout (``tiled`` or ``channel``).
+    samples: plans drawn (one batch) and averaged per pixel: the *expected* frames, smoother than one plan, about
+    ``samples`` times the work; 1 = one plan.
     """
 
     name: str = "tiny"
@@ -79,6 +82,7 @@ class PlannerConfig:
     max_text_tokens: int = 77
     steps: int = 20
     guidance: float = 3.5
+    samples: int = 1
     lora_rank: int = 128
     lora_alpha: float | None = None  # None -> alpha = rank
     timestep_sampling: Literal["logit_normal", "uniform"] = "logit_normal"
@@ -94,6 +98,8 @@ class PlannerConfig:
             )
         if self.steps < 1:
             raise ConfigError(f"planner steps={self.steps}: must be >= 1")
+        if isinstance(self.samples, bool) or not isinstance(self.samples, int) or not 1 <= self.samples <= MAX_SAMPLES:
+            raise ConfigError(f"planner samples={self.samples!r}: expected an integer in [1, {MAX_SAMPLES}]")
         if self.lora_rank < 1:
             raise ConfigError(f"planner lora_rank={self.lora_rank}: must be >= 1")
         if self.lora_alpha is not None and not self.lora_alpha > 0:

@@ -18,7 +18,7 @@ from frameplan_core.grid import compose, source_grid
 from frameplan_core.image import ensure_rgb_uint8, fit
 from frameplan_core.planner import lora, model, sampling
 from frameplan_core.planner.chain import run_chain
-from frameplan_core.planner.config import PlannerConfig
+from frameplan_core.planner.config import MAX_SAMPLES, PlannerConfig
 from frameplan_core.trajectory import (
     Trajectory,
     as_trajectory,
@@ -236,24 +236,28 @@ class GridPlanner:
 
     # ------------------------------------------------------------ inference
     def _generate(self, cond_grid: np.ndarray, instruction: str | None, steps: int, guidance: float,
-                  generator: torch.Generator) -> np.ndarray:
+                  generator: torch.Generator, samples: int = 1) -> np.ndarray:
+        """One grid; ``samples`` > 1 draws that many in one batch and returns their per-pixel mean."""
         hw = self._latent_hw(cond_grid.shape[:2])
-        cond = sampling.pack(sampling.encode(self.vae, cond_grid[None])).to(self.dtype)
+        cond = sampling.pack(sampling.encode(self.vae, cond_grid[None])).to(self.dtype).repeat(samples, 1, 1)
         text, pooled = self.encode_text([instruction])
+        text, pooled = text.repeat(samples, 1, 1), pooled.repeat(samples, 1)
         tokens = sampling.sample(self.transformer, self.scheduler, cond, hw, text, pooled, steps, guidance, generator)
         if self.config.target == "residual":
             tokens = tokens + cond  # the flow generated the change from the tiled observation
-        return sampling.decode(self.vae, sampling.unpack(tokens, *hw))[0]
+        grids = sampling.decode(self.vae, sampling.unpack(tokens, *hw))
+        return grids[0] if samples == 1 else np.round(grids.astype(np.float32).mean(0)).astype(np.uint8)
 
     def plan(self, image: np.ndarray, instruction: str | None = None, trajectory: Any = None,
              steps: int | None = None, guidance: float | None = None, seed: int | None = None,
-             adapter: str | None = None, chain: int = 1) -> Plan:
+             adapter: str | None = None, chain: int = 1, samples: int | None = None) -> Plan:
         """Generate 8*chain + 1 frames (9 for one grid) in time order at cell resolution.
 
         ``trajectory``: (N, 2) pixel points in ``image``'s coordinates, a Trajectory, or a dict (see
         trajectory.as_trajectory); it is drawn on frame 1 of the first grid only. ``adapter``: use this LoRA for
         this call only ('none' = base weights); None keeps the current selection. The observed frame replaces
-        cell 1 of each generated grid (it is an input, not a prediction)."""
+        cell 1 of each generated grid (it is an input, not a prediction). ``samples``: plans averaged per pixel
+        (default: the config's; PlannerConfig)."""
         steps = self.config.steps if steps is None else steps
         if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
             raise InputError(f"steps={steps!r}: must be an integer >= 1")
@@ -262,6 +266,10 @@ class GridPlanner:
         if isinstance(guidance, bool) or not isinstance(guidance, numbers.Real) or not np.isfinite(guidance):
             raise InputError(f"guidance={guidance!r}: must be a finite number")
         guidance = float(guidance)
+        samples = self.config.samples if samples is None else samples
+        if isinstance(samples, bool) or not isinstance(samples, numbers.Integral) or not 1 <= samples <= MAX_SAMPLES:
+            raise InputError(f"samples={samples!r}: must be an integer in [1, {MAX_SAMPLES}]")
+        samples = int(samples)
         if instruction is not None:
             if not isinstance(instruction, str):
                 raise InputError(f"instruction: expected a string or None, got {type(instruction).__name__}")
@@ -278,7 +286,7 @@ class GridPlanner:
             def make_grid(frame: np.ndarray, first: bool) -> tuple[np.ndarray, np.ndarray]:
                 cond = source_grid(drawn if first else frame, self.config.layout)
                 t = time.perf_counter()
-                grid = self._generate(cond, instruction, steps, guidance, gen)
+                grid = self._generate(cond, instruction, steps, guidance, gen, samples)
                 c = self.config.cell_size
                 grid[:c, :c] = frame  # observed cell 1
                 timings[f"grid_{len(timings) + 1}_s"] = time.perf_counter() - t
@@ -291,7 +299,7 @@ class GridPlanner:
         timings["total_s"] = time.perf_counter() - t0
         return Plan(frames=frames, grid=grids[-1], grids=grids, conditioning=conds[0], instruction=instruction,
                     trajectory=pts,
-                    inputs={"steps": steps, "guidance": guidance, "seed": seed, "chain": chain,
+                    inputs={"steps": steps, "guidance": guidance, "seed": seed, "chain": chain, "samples": samples,
                             "adapter": adapter if adapter is not None else previous, "model": self.config.name,
                             "cell_size": self.config.cell_size, "modalities":
                             [m for m, on in (("text", instruction), ("trajectory", pts is not None)) if on]},

@@ -195,17 +195,18 @@ class FramePredictor:
     # ------------------------------------------------------------ prediction
     def predict(self, image: np.ndarray, instruction: str, steps: int | None = None, text_scale: float | None = None,
                 image_scale: float | None = None, seed: int | None = None, sampler: str | None = None,
-                output_size: Literal["model", "input"] = "model") -> np.ndarray:
+                output_size: Literal["model", "input"] = "model", samples: int | None = None) -> np.ndarray:
         """Predicted future frame (uint8 RGB) at model resolution, or mapped onto the input's geometry."""
         return self.predict_batch([image], [instruction], steps, text_scale, image_scale, seed, sampler,
-                                  output_size)[0]
+                                  output_size, samples)[0]
 
     @torch.no_grad()
     def predict_batch(self, images: Sequence[np.ndarray], instructions: Sequence[str], steps: int | None = None,
                       text_scale: float | None = None, image_scale: float | None = None, seed: int | None = None,
-                      sampler: str | None = None, output_size: Literal["model", "input"] = "model") -> list[np.ndarray]:
-        """Batched prediction: one UNet forward per step for all images and guidance passes. ``seed=None``
-        means seed 0, so repeated calls are reproducible."""
+                      sampler: str | None = None, output_size: Literal["model", "input"] = "model",
+                      samples: int | None = None) -> list[np.ndarray]:
+        """Batched prediction: one UNet forward per step for all images, guidance passes and ``samples`` (averaged
+        per image, SamplingConfig). ``seed=None`` means seed 0, so repeated calls are reproducible."""
         t0 = time.perf_counter()
         if isinstance(images, np.ndarray) or isinstance(instructions, str):
             raise InputError("predict_batch: pass lists of images and instructions (use predict for one)")
@@ -217,7 +218,8 @@ class FramePredictor:
         d = self.config.sampling
         s = SamplingConfig(sampler=sampler or d.sampler, steps=d.steps if steps is None else steps,
                            text_scale=d.text_scale if text_scale is None else text_scale,
-                           image_scale=d.image_scale if image_scale is None else image_scale).validate("predict")
+                           image_scale=d.image_scale if image_scale is None else image_scale,
+                           samples=d.samples if samples is None else samples).validate("predict")
         imgs = [preprocess.check_image(im, f"image[{i}]") for i, im in enumerate(images)]
         texts = [validate_instruction(t, f"instruction[{i}]") for i, t in enumerate(instructions)]
         x = preprocess.to_model(imgs, self.config.resolution, self.config.crop, self.device, self.dtype)
@@ -227,12 +229,16 @@ class FramePredictor:
         t2 = time.perf_counter()
         # seeded noise comes from a CPU generator: the same seed gives the same prediction on CPU and GPU
         gen = torch.Generator("cpu").manual_seed(0 if seed is None else int(seed))
+        n = len(imgs)
+        if s.samples > 1:  # sample-major copies: rows k*n .. k*n+n-1 are sample k of every image
+            image_latents, text_emb = image_latents.repeat(s.samples, 1, 1, 1), text_emb.repeat(s.samples, 1, 1)
         latents = sampling.sample(self.unet, self.inference_scheduler(s.sampler), image_latents, text_emb, uncond,
                                   s.steps, s.text_scale, s.image_scale, gen,
                                   latent_channels=self.vae.config.latent_channels)
         latents = self.frame_latents(latents, image_latents)
         t3 = time.perf_counter()
-        out = preprocess.to_uint8(self.decode_latents(latents))
+        frames = self.decode_latents(latents).float().clamp(-1, 1)
+        out = preprocess.to_uint8(frames.unflatten(0, (s.samples, n)).mean(0))
         if output_size == "input":
             out = [preprocess.back_to_input(o, im, self.config.crop) for o, im in zip(out, imgs)]
         t4 = time.perf_counter()

@@ -21,6 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=None, help="sampling steps (default: model config, 20)")
     parser.add_argument("--guidance", type=float, default=None, help="guidance (default: model config, 3.5)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--samples", type=int, default=None,
+                        help="plans averaged per pixel (the expected frames; default: the model's)")
     parser.add_argument("--chain", type=int, default=1, help="grids generated autoregressively (8k+1 frames)")
     parser.add_argument("--lora", action="append", default=[], metavar="PATH[=NAME]",
                         help="load a LoRA adapter (diffusers format); repeatable")
@@ -73,7 +75,8 @@ def run(args: argparse.Namespace) -> int:
         path, _, name = spec.partition("=")
         planner.load_adapter(path, name or Path(path).stem)
     plan = planner.plan(image, instruction=args.instruction, trajectory=trajectory, steps=args.steps,
-                        guidance=args.guidance, seed=args.seed, adapter=args.adapter, chain=args.chain)
+                        guidance=args.guidance, seed=args.seed, adapter=args.adapter, chain=args.chain,
+                        samples=args.samples)
     with atomic.atomic_dir(out, overwrite=True) as tmp:
         atomic.write_bytes(tmp / "grid.png", encode_image(plan.grid))
         if len(plan.grids) > 1:

@@ -21,6 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sampler", choices=["euler_a", "ddim", "dpmpp"], default=None)
     parser.add_argument("--text-scale", type=float, default=None, help="text guidance s_T")
     parser.add_argument("--image-scale", type=float, default=None, help="image guidance s_I")
+    parser.add_argument("--samples", type=int, default=None,
+                        help="average this many samples (the expected frame; default: the model's)")
     parser.add_argument("--paper", action="store_true", help="paper defaults: euler_a, 100 steps, s_T 7.5, s_I 1.5")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output-size", choices=["model", "input"], default="model",
@@ -43,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
         sampler=args.sampler or (paper.sampler if paper else None),
         text_scale=args.text_scale if args.text_scale is not None else (paper.text_scale if paper else None),
         image_scale=args.image_scale if args.image_scale is not None else (paper.image_scale if paper else None),
-        seed=args.seed, output_size=args.output_size)
+        seed=args.seed, output_size=args.output_size, samples=args.samples)
     out = Path(args.out)
     write_image(out, pred)
     side = Path(args.side_by_side) if args.side_by_side else out.with_name(f"{out.stem}_side.png")

@@ -23,6 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's)")
     parser.add_argument("--text-scale", type=float, default=None, help="predictor: text guidance s_T")
     parser.add_argument("--image-scale", type=float, default=None, help="predictor: image guidance s_I")
+    parser.add_argument("--samples", type=int, default=None,
+                        help="samples averaged per prediction / plan (the expected frames; default: the model's)")
     parser.add_argument("--guidance", type=float, default=None, help="planner: guidance value")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=8, help="predictor: images per batch")
@@ -51,10 +53,12 @@ def run(args: argparse.Namespace) -> int:
                   "threshold": args.threshold, "dilate": args.dilate, "device": args.device, "progress": progress}
     if args.kind == "predictor":
         r = evaluation.evaluate_predictor(args.model, args.data, args.out, text_scale=args.text_scale,
-                                          image_scale=args.image_scale, batch_size=args.batch_size, **common)
+                                          image_scale=args.image_scale, samples=args.samples,
+                                          batch_size=args.batch_size, **common)
         keys = ["model"]
     else:
-        r = evaluation.evaluate_planner(args.model, args.data, args.out, guidance=args.guidance, **common)
+        r = evaluation.evaluate_planner(args.model, args.data, args.out, guidance=args.guidance, samples=args.samples,
+                                        **common)
         keys = [m for m in r["modes"] if m != "unseen"]
     allt = r["per_task"][evaluation.ALL]
     b = allt["baseline"]
