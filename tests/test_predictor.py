@@ -280,3 +280,33 @@ def test_bench_times_the_mean_of_samples_beside_one_sample(tmp_path, capsys):
     r = json.loads((tmp_path / "b.json").read_text())
     assert r["fast_mean"]["samples"] == 3 and len(r["fast_mean"]["runs"]) == 2 and r["fast_mean"]["median_s"] > 0
     assert "mean of 3 samples" in capsys.readouterr().out
+
+
+def test_guidance_combines_half_precision_passes_in_float32():
+    """bf16 UNet outputs: the weights s_T and s_I − s_T (7.5, −6) cancel, so the weighted sum must not be
+    rounded to bf16 term by term (that loses several % of eps)."""
+    gp = guidance.plan(7.5, 1.5)
+    g = torch.Generator().manual_seed(0)
+    base = torch.randn(2, 4, 8, 8, generator=g)
+    eps = torch.cat([base + 0.05 * torch.randn(2, 4, 8, 8, generator=g) for _ in gp.passes]).bfloat16()
+    exact = sum(w * c for w, c in zip(gp.weights, eps.double().chunk(3)))
+    got = guidance.combine(gp, eps)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got.double(), exact, rtol=1e-6, atol=1e-5)
+
+
+def test_seed_is_checked(pred):
+    a = pred.predict(FRAME, "x", steps=1, seed=5)
+    assert np.array_equal(a, pred.predict(FRAME, "x", steps=1, seed=np.int64(5)))
+    assert np.array_equal(pred.predict(FRAME, "x", steps=1), pred.predict(FRAME, "x", steps=1, seed=0))
+    for bad in (2**64, -(2**63) - 1, "3", 1.5, True):
+        with pytest.raises(ConfigError, match="predict.seed"):
+            pred.predict(FRAME, "x", steps=1, seed=bad)
+
+
+@pytest.mark.parametrize("sampler, steps", [("ddim", 1000), ("dpmpp", 999), ("dpmpp", 1000)])
+def test_step_counts_past_the_training_schedule_are_refused(pred, sampler, steps):
+    """SD-1.x 'leading' spacing: these counts index past timestep 999 (IndexError, or NaN latents from
+    dpmpp at 999); refused before any UNet evaluation."""
+    with pytest.raises(ConfigError, match=f"steps={steps}"):
+        pred.predict(FRAME, "x", steps=steps, sampler=sampler)

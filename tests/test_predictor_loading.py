@@ -143,3 +143,29 @@ def test_bad_checkpoints(pred, cfg, tmp_path):
     (tmp_path / "model.onnx").write_bytes(b"x")
     with pytest.raises(ModelError, match="unknown checkpoint file type"):
         FramePredictor.from_pretrained(tmp_path / "model.onnx")
+
+
+def test_clip_folder_without_text_encoder_is_refused(pred, tmp_path):
+    """Our folder of a CLIP model whose text_encoder/ is missing must not load a random CLIP silently."""
+    import shutil
+
+    pred.save_pretrained(tmp_path / "m")
+    shutil.rmtree(tmp_path / "m" / "text_encoder")
+    with pytest.raises(ModelError, match="text_encoder"):
+        FramePredictor.from_pretrained(tmp_path / "m", device="cpu")
+
+
+def test_folder_with_a_vae_that_does_not_fit_the_unet_is_refused(pred, tmp_path):
+    """frameplan.json is checked, but so must be the vae/ actually loaded (16 latent channels vs an 8/4 UNet)."""
+    from frameplan_core.vae import build_vae, tiny_vae_config
+
+    pred.save_pretrained(tmp_path / "m")
+    build_vae({**tiny_vae_config(), "latent_channels": 16}, seed=0).save_pretrained(tmp_path / "m" / "vae")
+    with pytest.raises(ModelError, match="do not fit together.*in_channels"):
+        FramePredictor.from_pretrained(tmp_path / "m", device="cpu")
+
+
+def test_single_file_suffix_case_does_not_matter(pred, cfg, tmp_path):
+    save_file(to_ldm_checkpoint(pred.unet, pred.vae, pred.text_encoder.model), str(tmp_path / "SD1.SAFETENSORS"))
+    p = FramePredictor.from_pretrained(tmp_path / "SD1.SAFETENSORS", device="cpu", config=cfg)
+    assert same_weights(p.unet, pred.unet)

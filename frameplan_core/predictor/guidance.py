@@ -49,8 +49,9 @@ def model_inputs(gp: GuidancePlan, latents: torch.Tensor, image_latents: torch.T
 
 
 def combine(gp: GuidancePlan, eps: torch.Tensor) -> torch.Tensor:
-    """Weighted sum of the per-pass predictions (eps is (k·B, C, h, w) in ``gp.passes`` order)."""
-    chunks = eps.chunk(len(gp.passes))
+    """Weighted sum of the per-pass predictions (eps is (k·B, C, h, w) in ``gp.passes`` order), in float32: the
+    weights (e.g. 7.5 and −6) cancel, and summing bf16/fp16 products loses most of the guidance signal."""
+    chunks = eps.float().chunk(len(gp.passes))
     out = chunks[0] * gp.weights[0]
     for w, c in zip(gp.weights[1:], chunks[1:]):
         out = out + w * c

@@ -185,18 +185,26 @@ def load_folder(folder: Path) -> Components:
         log.info("%s: 4-channel UNet, widening conv_in to 8 channels (new channels zero)", folder)
         widen_conv_in(unet, 8)
     has_te = (folder / "text_encoder" / "config.json").is_file()
+    if cfg.text_encoder == "clip" and not has_te:  # never fall back to a randomly initialised CLIP
+        raise ModelError(f"{folder}: missing text_encoder/config.json (the {FRAMEPLAN_JSON} says the text encoder "
+                         "is CLIP, whose weights the checkpoint must carry)")
     text = load_text_encoder(cfg.text_encoder, folder if has_te else None, config=cfg.text_encoder_config,
                              max_length=cfg.max_text_length)
     if text.dim != unet.config.cross_attention_dim:
         raise ModelError(f"{folder}: text encoder width {text.dim} != UNet cross_attention_dim "
                          f"{unet.config.cross_attention_dim}")
-    return _finish(unet, vae, text, cfg, f"{'frameplan' if ours else 'diffusers'} folder {folder}")
+    c = _finish(unet, vae, text, cfg, f"{'frameplan' if ours else 'diffusers'} folder {folder}")
+    try:  # the configs of the loaded unet/ and vae/ (not just frameplan.json's copies) must fit together
+        c.config.validate(str(folder))
+    except ConfigError as exc:
+        raise ModelError(f"{folder}: components do not fit together: {exc}") from None
+    return c
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Tensors of a .safetensors/.ckpt file (pickles loaded with weights_only=True: no code execution)."""
     try:
-        if path.suffix == ".safetensors":
+        if path.suffix.lower() == ".safetensors":
             from safetensors.torch import load_file
 
             sd = load_file(str(path))

@@ -4,6 +4,7 @@ The one object the CLI, the ROS node, the benchmark and the trainer use, so mode
 from __future__ import annotations
 
 import logging
+import operator
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -15,7 +16,7 @@ import torch
 
 from frameplan_core import atomic
 from frameplan_core.device import resolve_device, resolve_dtype
-from frameplan_core.errors import InputError, ModelError
+from frameplan_core.errors import ConfigError, InputError, ModelError
 from frameplan_core.predictor import preprocess, sampling
 from frameplan_core.predictor.config import (
     PRESET_NAMES,
@@ -35,6 +36,23 @@ log = logging.getLogger(__name__)
 
 TINY_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "predictor-tiny"
 TEXT_CACHE_SIZE = 64
+
+
+def check_seed(seed: object, where: str = "predict.seed") -> int:
+    """``None`` -> 0; otherwise an integer torch.Generator accepts (floats and strings are refused)."""
+    if seed is None:
+        return 0
+    try:
+        if isinstance(seed, bool):
+            raise TypeError
+        value = operator.index(seed)
+    except TypeError:
+        raise ConfigError(f"{where}: expected an integer or None, got {seed!r}") from None
+    if not -(2**63) <= value < 2**64:
+        raise ConfigError(f"{where}: {value} is outside the 64-bit range of a torch.Generator seed")
+    return value
+
+
 class FramePredictor:
     """UNet (8-channel input) + frozen VAE + frozen text encoder + noise scheduler, with dual-CFG sampling."""
 
@@ -228,7 +246,7 @@ class FramePredictor:
         text_emb, uncond = self.encode_text(texts), self.uncond_embedding()
         t2 = time.perf_counter()
         # seeded noise comes from a CPU generator: the same seed gives the same prediction on CPU and GPU
-        gen = torch.Generator("cpu").manual_seed(0 if seed is None else int(seed))
+        gen = torch.Generator("cpu").manual_seed(check_seed(seed))
         n = len(imgs)
         if s.samples > 1:  # sample-major copies: rows k*n .. k*n+n-1 are sample k of every image
             image_latents, text_emb = image_latents.repeat(s.samples, 1, 1, 1), text_emb.repeat(s.samples, 1, 1)

@@ -30,6 +30,21 @@ def make_scheduler(name: str, train_config: dict[str, Any]):
     raise ConfigError(f"sampler {name!r}: expected one of {list(SAMPLERS)}")
 
 
+def set_timesteps(scheduler, steps: int, device) -> None:
+    """``scheduler.set_timesteps``, refusing step counts whose schedule leaves the training range: with the
+    ``leading`` spacing of SD-1.x, DDIM at 1000 steps and DPM-Solver++ at 999-1000 steps index past the last
+    training timestep (an IndexError, or NaN latents) instead of denoising."""
+    scheduler.set_timesteps(steps, device=device)
+    ts = scheduler.timesteps
+    n_train = int(scheduler.config.num_train_timesteps)
+    # integer timesteps index the training schedule directly (DDIM, DPM-Solver++); Euler's float ones are
+    # interpolated into the sigma table and clamp at its end
+    out_of_range = not ts.is_floating_point() and (int(ts.max()) >= n_train or int(ts.min()) < 0)
+    if out_of_range or (len(ts) > 1 and not bool((ts[:-1] > ts[1:]).all())):
+        raise ConfigError(f"steps={steps}: the {type(scheduler).__name__} schedule for this many steps leaves the "
+                          f"{n_train}-step training range (timesteps {int(ts.max())}..{int(ts.min())}); use fewer steps")
+
+
 @torch.no_grad()
 def sample(unet, scheduler, image_latents: torch.Tensor, text_emb: torch.Tensor, uncond_emb: torch.Tensor,
            steps: int, text_scale: float, image_scale: float, generator: torch.Generator,
@@ -37,7 +52,7 @@ def sample(unet, scheduler, image_latents: torch.Tensor, text_emb: torch.Tensor,
     """Denoise from seeded noise to a (scaled) target latent conditioned on ``image_latents`` (unscaled)."""
     gp = guidance.plan(text_scale, image_scale)
     b, _, h, w = image_latents.shape
-    scheduler.set_timesteps(steps, device=image_latents.device)
+    set_timesteps(scheduler, steps, image_latents.device)
     latents = torch.randn((b, latent_channels, h, w), generator=generator, device=generator.device,
                           dtype=torch.float32).to(image_latents.device)
     latents = latents * scheduler.init_noise_sigma
