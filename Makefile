@@ -1,6 +1,6 @@
 # The two README commands are `make demo` and `make test`; both set the environment up first (idempotent).
 SHELL := /bin/bash
-VENV ?= .venv
+VENV ?= $(or $(FRAMEPLAN_VENV),.venv)
 PY := $(VENV)/bin/python
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
@@ -8,7 +8,7 @@ export TRANSFORMERS_OFFLINE := 1
 .PHONY: setup demo test test-fast lint clean
 
 setup:
-	@bash scripts/setup_env.sh
+	@FRAMEPLAN_VENV=$(abspath $(VENV)) bash scripts/setup_env.sh
 
 demo: setup
 	$(VENV)/bin/frameplan demo --out out/demo

@@ -35,8 +35,9 @@ setup(
     description="Visual foresight for ROS 2 robots: future-frame prediction and 3x3 grid visual plans",
     license="Apache-2.0",
     python_requires=">=3.10",
+    # training/ is installed as frameplan_training, with its subpackages (scripts: `frameplan train/export/eval`)
     packages=find_packages(include=["frameplan_core", "frameplan_core.*", "frameplan_ros", "frameplan_ros.*"])
-    + ["frameplan_training"],
+    + ["frameplan_training"] + [f"frameplan_training.{p}" for p in find_packages("training")],
     package_dir={"frameplan_training": "training"},
     include_package_data=True,
     package_data={

@@ -17,17 +17,37 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = ROOT / "config"
 
 
+def _install_prefixes() -> list[Path]:
+    """Prefixes a non-editable install may have put ``share/frameplan_ros`` under (setup.py data_files): the one
+    holding this module (``<prefix>/lib/python3.X/site-packages/frameplan_ros``: pip --prefix/--user, a venv, a
+    colcon install space), then the interpreter's."""
+    here = Path(__file__).resolve().parent
+    out = []
+    if len(here.parents) > 3 and here.parents[0].name in ("site-packages", "dist-packages"):
+        out.append(here.parents[3])
+    out += [Path(sys.prefix), Path(sys.base_prefix)]
+    return list(dict.fromkeys(out))
+
+
 def config_path(name: str) -> Path:
-    """A file of config/ in the source tree, else in the installed share folder (colcon/ament)."""
+    """A file of config/ in the source tree, else in the installed share folder (colcon/ament, or the
+    ``<prefix>/share/frameplan_ros/config`` a pip install writes)."""
     p = CONFIG_DIR / name
     if p.is_file():
         return p
     try:
         from ament_index_python.packages import get_package_share_directory
 
-        return Path(get_package_share_directory("frameplan_ros")) / "config" / name
-    except Exception:  # noqa: BLE001
-        return p
+        found = Path(get_package_share_directory("frameplan_ros")) / "config" / name
+        if found.is_file():
+            return found
+    except Exception:  # noqa: BLE001 -- no ament index (plain pip install): look in the install prefixes below
+        pass
+    for prefix in _install_prefixes():
+        found = prefix / "share" / "frameplan_ros" / "config" / name
+        if found.is_file():
+            return found
+    return p
 
 
 class NodeProcess:

@@ -54,6 +54,15 @@ def test_sim_without_a_model_fails_clearly(tmp_path):
     assert "missing_model" in r.stderr and "Traceback" not in r.stderr
 
 
+def test_sim_rejects_unknown_parameter_names_before_starting(tmp_path):
+    # rclpy drops overrides of undeclared parameters; a misspelt --set must not run silently with the default
+    for item, name in (("foresight.stepz=2", "stepz"), ("bridge.rat=5", "rat")):
+        r = _cli("sim", "--set", item, "--device", "cpu", "--duration", "60", "--out", str(tmp_path / "out"),
+                 timeout=60)
+        assert r.returncode == 1, r.stdout[-2000:] + r.stderr[-2000:]
+        assert name in r.stderr and "no such" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
 def test_record_writes_mcap_that_decodes_with_ros2_schemas(tmp_path):
     from mcap.reader import make_reader
     from mcap_ros2.decoder import DecoderFactory
