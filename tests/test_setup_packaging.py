@@ -94,8 +94,10 @@ def test_entry_points_and_cli_verbs_resolve_to_code(wheel):
 
 def test_installed_copy_finds_its_configs_and_training_verbs(wheel, tmp_path):
     prefix = tmp_path / "prefix"
-    out = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "-q", "--prefix",
-                          str(prefix), str(wheel)], capture_output=True, text=True, timeout=300, check=False)
+    # --ignore-installed: without it pip first uninstalls this environment's own (editable) frameplan
+    out = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "--ignore-installed",
+                          "-q", "--prefix", str(prefix), str(wheel)], capture_output=True, text=True, timeout=300,
+                         check=False)
     assert out.returncode == 0, out.stderr[-3000:]
     site = Path(sysconfig.get_path("purelib", vars={"base": str(prefix), "platbase": str(prefix)}))
     assert (site / "frameplan_ros" / "testing.py").is_file()
