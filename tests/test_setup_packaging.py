@@ -115,6 +115,12 @@ def test_installed_copy_finds_its_configs_and_training_verbs(wheel, tmp_path):
     share = prefix / "share" / "frameplan_ros" / "config"
     assert Path(bridge) == share / "sim_bridge.yaml" and Path(bridge).is_file()
     assert Path(shm) == share / "fastdds_shm.xml"
+    # the training configs too (frameplan train without --config)
+    probe = "from frameplan_training.scripts.train import default_config as d; print(d('predictor'), d('planner'))"
+    res = subprocess.run([sys.executable, "-S", "-c", probe], env=env, capture_output=True, text=True, cwd=tmp_path,
+                         timeout=120, check=False)
+    assert res.returncode == 0, res.stderr
+    assert [Path(p) for p in res.stdout.split()] == [share / "train_predictor.yaml", share / "train_planner.yaml"]
     for verb in ("train", "export", "eval"):
         res = subprocess.run([sys.executable, "-S", "-m", "frameplan_core.cli", verb, "--help"], env=env,
                              capture_output=True, text=True, cwd=tmp_path, timeout=120, check=False)

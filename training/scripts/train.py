@@ -28,10 +28,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def default_config(kind: str):
+    """config/train_<kind>.yaml in the cwd, the source tree, or the share folder a non-editable install put it in
+    (``<prefix>/share/frameplan_ros/config``, setup.py data_files); None when there is none."""
+    import sys
     from pathlib import Path
 
-    for base in (Path.cwd(), Path(__file__).resolve().parents[2]):
-        p = base / "config" / f"train_{kind}.yaml"
+    here = Path(__file__).resolve()
+    folders = [Path.cwd() / "config", here.parents[2] / "config"]
+    if here.parents[2].name in ("site-packages", "dist-packages"):  # <prefix>/lib/python3.X/site-packages
+        folders.append(here.parents[5] / "share" / "frameplan_ros" / "config")
+    folders += [Path(p) / "share" / "frameplan_ros" / "config" for p in (sys.prefix, sys.base_prefix)]
+    for folder in folders:
+        p = folder / f"train_{kind}.yaml"
         if p.is_file():
             return p
     return None
