@@ -126,6 +126,17 @@ class Health:
         return worst.level, f"[{worst.kind}] {worst.message}"
 
 
+def window_for(period_s: float) -> float:
+    """Rate/error window of a node publishing /diagnostics every ``period_s``: five periods, at least 5 s."""
+    return max(5.0, 5 * period_s)
+
+
+def set_period(timer: Any, health: Health, period_s: float) -> None:
+    """Apply a changed ``diagnostics_period`` to a running node: its timer and its health window."""
+    timer.timer_period_ns = round(period_s * 1e9)
+    health.window_s = window_for(period_s)
+
+
 def status_message(name: str, hardware_id: str, level: int, message: str, values: dict[str, Any]) -> Any:
     """A diagnostic_msgs/DiagnosticStatus with every value as a string KeyValue."""
     from diagnostic_msgs.msg import DiagnosticStatus, KeyValue

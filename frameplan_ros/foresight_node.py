@@ -33,7 +33,7 @@ from visualization_msgs.msg import Marker, MarkerArray
 from frameplan_core.errors import FrameplanError, InputError, ModelError
 from frameplan_ros import convert
 from frameplan_ros import params as paramlib
-from frameplan_ros.diagnostics import ERROR, WARN, Health, status_message
+from frameplan_ros.diagnostics import ERROR, WARN, Health, set_period, status_message, window_for
 from frameplan_ros.foresight_params import MAX_CHAIN, MODEL_PARAMS, ForesightParams
 from frameplan_ros.worker import Worker
 
@@ -88,7 +88,7 @@ class ForesightNode(Node):
         self._closing = False
         super().__init__(node_name, **kwargs)
         self.p: ForesightParams = paramlib.declare(self, ForesightParams)
-        self.health = Health(window_s=max(5.0, 5 * self.p.diagnostics_period), log=self.get_logger().error,
+        self.health = Health(window_s=window_for(self.p.diagnostics_period), log=self.get_logger().error,
                              warn_log=self.get_logger().warning)
         self._lock = threading.Lock()
         self._latest_image: Any = None
@@ -260,8 +260,7 @@ class ForesightNode(Node):
                 if not self._instruction_received:
                     self._instruction = self.p.default_instruction.strip() or None
         if "diagnostics_period" in names:
-            self._diag_timer.timer_period_ns = round(self.p.diagnostics_period * 1e9)
-            self.health.window_s = max(5.0, 5 * self.p.diagnostics_period)
+            set_period(self._diag_timer, self.health, self.p.diagnostics_period)
         if any(prm.name in MODEL_PARAMS for prm in changed):
             self.get_logger().info(f"model parameters changed: reloading {self.p.mode} model "
                                    f"{self.p.model or '(embedded)'} on {self.p.device} (the current one serves until then)")

@@ -32,7 +32,7 @@ from std_msgs.msg import String
 from frameplan_core.errors import ConfigError, DataError, FrameplanError
 from frameplan_ros import convert
 from frameplan_ros import params as paramlib
-from frameplan_ros.diagnostics import ERROR, OK, WARN, Health, status_message
+from frameplan_ros.diagnostics import ERROR, OK, WARN, Health, set_period, status_message, window_for
 from frameplan_ros.params import param
 
 # RoboTwin 1.0 saves every 15th step of a 1/250 s simulation (task config save_freq): 16.7 frames per second.
@@ -166,7 +166,7 @@ class SimBridgeNode(Node):
         self._thread: threading.Thread | None = None
         super().__init__(node_name, **kwargs)
         self.p: SimBridgeParams = paramlib.declare(self, SimBridgeParams)
-        self.health = Health(window_s=max(5.0, 5 * self.p.diagnostics_period), log=self.get_logger().error,
+        self.health = Health(window_s=window_for(self.p.diagnostics_period), log=self.get_logger().error,
                              warn_log=self.get_logger().warning)
         self._reader = None
         if self.p.source == "replay":
@@ -271,8 +271,7 @@ class SimBridgeNode(Node):
         for f in dataclasses.fields(new):
             setattr(self.p, f.name, getattr(new, f.name))
         if any(prm.name == "diagnostics_period" for prm in changed):
-            self._diag_timer.timer_period_ns = round(self.p.diagnostics_period * 1e9)
-            self.health.window_s = max(5.0, 5 * self.p.diagnostics_period)
+            set_period(self._diag_timer, self.health, self.p.diagnostics_period)
         if self._reader is not None:
             self.rate = self.p.replay_rate or recorded_rate(self._reader)
         else:

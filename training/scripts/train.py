@@ -28,18 +28,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def default_config(kind: str):
-    """config/train_<kind>.yaml in the cwd, the source tree, or the share folder a non-editable install put it in
-    (``<prefix>/share/frameplan_ros/config``, setup.py data_files); None when there is none."""
-    import sys
+    """config/train_<kind>.yaml in the cwd, else where ``frameplan_ros.testing.config_path`` finds the shipped configs
+    (the source tree, the ament index, or the share folder of a pip install); None when there is none."""
     from pathlib import Path
 
-    here = Path(__file__).resolve()
-    folders = [Path.cwd() / "config", here.parents[2] / "config"]
-    if here.parents[2].name in ("site-packages", "dist-packages"):  # <prefix>/lib/python3.X/site-packages
-        folders.append(here.parents[5] / "share" / "frameplan_ros" / "config")
-    folders += [Path(p) / "share" / "frameplan_ros" / "config" for p in (sys.prefix, sys.base_prefix)]
-    for folder in folders:
-        p = folder / f"train_{kind}.yaml"
+    from frameplan_ros.testing import config_path
+
+    name = f"train_{kind}.yaml"
+    for p in (Path.cwd() / "config" / name, config_path(name)):
         if p.is_file():
             return p
     return None
