@@ -371,7 +371,7 @@ def test_mean_of_plans_is_the_mean_of_the_individual_plans(planner, image, tmp_p
     singles = [planner._generate(cond, "stack the blocks", 3, 3.5, gen).astype(np.float64) for _ in range(3)]
     assert not np.array_equal(singles[0], singles[1])
     mean = planner._generate(cond, "stack the blocks", 3, 3.5, torch.Generator().manual_seed(7), samples=3)
-    assert np.abs(mean - np.mean(singles, axis=0)).max() <= 1.0  # the per-sample uint8 rounding
+    assert np.abs(mean - np.mean(singles, axis=0)).max() <= 1.0  # each single rounded to uint8, the mean once
     # through plan(): cell 1 is still the observation, the setting is recorded, the plan is smoother
     one, avg = planner.plan(image, "stack the blocks", seed=1), planner.plan(image, "stack the blocks", seed=1, samples=4)
     assert np.array_equal(avg.frames[0], one.frames[0]) and avg.inputs["samples"] == 4 and one.inputs["samples"] == 1

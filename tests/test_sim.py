@@ -188,6 +188,36 @@ def test_parallel_workers(tmp_path):
     assert seeds == [e["seed"] for e in s.episodes] and seeds[0] % 1000 == 0 and len(set(seeds)) == 3
 
 
+def test_terminated_worker_leaves_no_partial_episode(tmp_path):
+    """When one worker fails, the parent terminates the others mid-episode; the episode each was writing must be
+    removed, not left as a hidden .partial folder (~140 MB for a 320x240 episode)."""
+    import multiprocessing as mp
+    import time
+
+    from frameplan_core.data.robotwin import task_dir
+    from frameplan_core.sim.collect import _worker
+
+    cfg = _config("blocks_stack_easy", _camera_config(tmp_path), save_freq=1, cameras="[head_camera]")
+    out = tmp_path / "data"
+    ctx = mp.get_context("spawn")
+    jobs, events = ctx.Queue(), ctx.Queue()
+    jobs.put(0)
+    jobs.put(None)
+    p = ctx.Process(target=_worker, args=(cfg, str(out), jobs, events), daemon=True)
+    p.start()
+    tdir = task_dir(out, "blocks_stack_easy", TINY)
+    deadline = time.monotonic() + 120
+    while not (tdir.is_dir() and any(q.name.endswith(".partial") and q.name.startswith(".episode0")
+                                     for q in tdir.iterdir())):
+        assert p.is_alive() and time.monotonic() < deadline, "the worker never started writing episode 0"
+        time.sleep(0.05)
+    time.sleep(0.5)  # frames being written
+    p.terminate()  # handled when the worker is back from C++ (a motion plan): seconds on a busy CPU
+    p.join(timeout=120)
+    assert p.exitcode is not None and not p.is_alive()
+    assert [q.name for q in tdir.iterdir() if "episode0" in q.name] == []
+
+
 def test_convert_to_instructpix2pix(collected, tmp_path):
     from frameplan_core.cli import main
 

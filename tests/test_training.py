@@ -90,6 +90,24 @@ def test_resume_refuses_a_changed_lora_setup(tmp_path):
             run.check_resume(load_train_config("planner", None, ["lora_rank=4", "lora_alpha=4", change]), ckpt)
 
 
+def test_continuing_a_saved_adapter_refuses_a_different_rank_or_alpha(tmp_path):
+    from frameplan_training.planner_module import PlannerModule, load_planner
+
+    from frameplan_core.planner import GridPlanner, PlannerConfig
+
+    pl = GridPlanner.from_config(PlannerConfig.preset("tiny", cell_size=32), seed=0)
+    pl.add_adapter("default", 4, 2.0)
+    pl.save_pretrained(tmp_path / "m")
+    base = [f"model={tmp_path / 'm'}", "crop_res=32"]
+    for change, name in (("lora_rank=8", "lora_rank=8"), ("lora_alpha=4", "lora_alpha=4")):
+        cfg = load_train_config("planner", None, base + [change])
+        with pytest.raises(ConfigError, match=f"{name}.*has"):
+            PlannerModule(cfg, load_planner(cfg))
+    cfg = load_train_config("planner", None, base + ["lora_rank=4", "lora_alpha=2"])  # the adapter's own: fine
+    m = PlannerModule(cfg, load_planner(cfg))
+    assert m.transformer.peft_config["default"].r == 4 and m.trainable_named_parameters()
+
+
 def test_export_to_an_existing_file_is_a_clear_error(tmp_path):
     from frameplan_core.cli import main
 

@@ -57,6 +57,17 @@ def load_planner(cfg: PlannerTrainConfig, device: str = "cpu"):
     return planner
 
 
+def _check_continued_adapter(cfg: PlannerTrainConfig, saved) -> None:
+    """A saved adapter keeps its own rank and alpha: a different lora_rank/lora_alpha in the config would be
+    silently ignored, so it is refused by name instead."""
+    asked = (("lora_rank", cfg.lora_rank, saved.r), ("lora_alpha", cfg.lora_alpha, saved.lora_alpha))
+    wrong = [f"{key}={want} (adapter {cfg.adapter_name!r} of {cfg.model} has {have})"
+             for key, want, have in asked if want is not None and float(want) != float(have)]
+    if wrong:
+        raise ConfigError(f"continuing a saved adapter keeps its rank and alpha, but the config asks for "
+                          f"{'; '.join(wrong)}: drop those settings, or set adapter_name to train a new adapter")
+
+
 class PlannerModule(FrameplanModule):
     def __init__(self, cfg: PlannerTrainConfig, planner) -> None:
         super().__init__(cfg)
@@ -69,6 +80,7 @@ class PlannerModule(FrameplanModule):
             planner.trainable_parameters("full")
         else:
             if cfg.adapter_name in planner.adapters:
+                _check_continued_adapter(cfg, planner.transformer.peft_config[cfg.adapter_name])
                 planner.set_adapter(cfg.adapter_name)  # continue training a saved adapter
                 for n, p in self.transformer.named_parameters():
                     p.requires_grad_(".lora_" in n and f".{cfg.adapter_name}." in n)

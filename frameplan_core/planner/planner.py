@@ -245,8 +245,7 @@ class GridPlanner:
         tokens = sampling.sample(self.transformer, self.scheduler, cond, hw, text, pooled, steps, guidance, generator)
         if self.config.target == "residual":
             tokens = tokens + cond  # the flow generated the change from the tiled observation
-        grids = sampling.decode(self.vae, sampling.unpack(tokens, *hw))
-        return grids[0] if samples == 1 else np.round(grids.astype(np.float32).mean(0)).astype(np.uint8)
+        return sampling.decode(self.vae, sampling.unpack(tokens, *hw), mean=samples > 1)[0]
 
     def plan(self, image: np.ndarray, instruction: str | None = None, trajectory: Any = None,
              steps: int | None = None, guidance: float | None = None, seed: int | None = None,

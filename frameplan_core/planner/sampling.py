@@ -72,13 +72,16 @@ def encode(vae, images: Any) -> torch.Tensor:
 
 
 @torch.no_grad()
-def decode(vae, latents: torch.Tensor) -> np.ndarray:
-    """Normalised latents -> uint8 (B, H, W, 3)."""
+def decode(vae, latents: torch.Tensor, mean: bool = False) -> np.ndarray:
+    """Normalised latents -> uint8 (B, H, W, 3); ``mean``: their per-pixel mean (1, H, W, 3), averaged before the
+    one rounding to uint8."""
     scale, shift = _vae_factors(vae)
     p = next(vae.parameters())
     x = vae.decode((latents / scale + shift).to(p.dtype)).sample
-    x = ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return x.permute(0, 2, 3, 1).cpu().numpy()
+    x = (x.float().clamp(-1, 1) + 1) * 127.5
+    if mean:
+        x = x.mean(0, keepdim=True)
+    return x.round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
 def make_scheduler(config: dict[str, Any]):

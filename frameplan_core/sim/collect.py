@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import queue
+import signal
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -113,8 +114,16 @@ class _Discard(Exception):
     """The expert ran but the success check failed: discard the attempt."""
 
 
+def _exit_on_sigterm(signum, frame) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second terminate must not interrupt the clean-up
+    raise SystemExit(128 + signum)
+
+
 def _worker(cfg: TaskConfig, out: str, jobs, events) -> None:
     """Worker process: take episode indices from ``jobs`` until a None arrives; report through ``events``."""
+    # when one worker fails the parent terminates the others: SIGTERM becomes SystemExit so the episode being
+    # written is removed by its atomic writer, not left behind as a hidden .partial folder (~140 MB at 320x240)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     while True:
         index = jobs.get()
         if index is None:
@@ -125,6 +134,9 @@ def _worker(cfg: TaskConfig, out: str, jobs, events) -> None:
             events.put(("done", res))
         except FrameplanError as exc:
             events.put(("error", f"{type(exc).__name__}: {exc}"))
+        except SystemExit:  # terminated by the parent, which is already stopping and reads no more events:
+            events.cancel_join_thread()  # exit now instead of waiting to flush them into a full pipe
+            raise
         except BaseException as exc:  # report, then let the parent stop everything
             events.put(("error", f"{type(exc).__name__}: {exc}"))
             raise
@@ -212,8 +224,12 @@ def _run_parallel(cfg, out, todo, workers, done, failed, frame) -> None:
         for p in procs:
             if p.is_alive():
                 p.terminate()
+        # the signal is handled when the worker returns from C++ (a motion plan can take ~10 s on a busy CPU);
+        # it then removes its unfinished episode
         for p in procs:
-            p.join(timeout=10)
+            p.join(timeout=120)
+            if p.is_alive():
+                p.kill()
 
 
 def preview(out: str | Path, cfg: TaskConfig, index: int | None = None, columns: int = 8,
