@@ -124,13 +124,19 @@ def yaml_parameters(path: str | Path, node_name: str | None = None) -> dict[str,
     return out
 
 
+def check_names(cls: type, names: Any, where: str) -> None:
+    """ConfigError for names ``cls`` does not declare: rclpy silently drops overrides of undeclared parameters."""
+    known = sorted(f.name for f, _ in fields_of(cls))
+    unknown = sorted(set(names) - set(known))
+    if unknown:
+        raise ConfigError(f"{where}: unknown parameter(s) {unknown} (no such {cls.__name__} field); known: {known}")
+
+
 def check_yaml_against(cls: type, path: str | Path, node_name: str | None = None) -> dict[str, Any]:
     """Fail with ConfigError if the YAML names an unknown parameter, has a wrong type or a bad choice."""
     values = yaml_parameters(path, node_name)
+    check_names(cls, values, str(path))
     known = {f.name: tp for f, tp in fields_of(cls)}
-    unknown = sorted(set(values) - set(known))
-    if unknown:
-        raise ConfigError(f"{path}: unknown parameter(s) {unknown}; {cls.__name__} has {sorted(known)}")
     for name, value in values.items():
         tp = known[name]
         ok = isinstance(value, tp) and not (tp is int and isinstance(value, bool))

@@ -144,16 +144,12 @@ def run(args: argparse.Namespace) -> int:
 
     from frameplan_ros.foresight_node import ForesightNode
     from frameplan_ros.foresight_params import ForesightParams
-    from frameplan_ros.params import check_yaml_against, fields_of, overrides
+    from frameplan_ros.params import check_names, check_yaml_against, overrides
     from frameplan_ros.sim_bridge_node import SimBridgeNode, SimBridgeParams
 
     bridge_over, fore_over = _overrides(args)
-    # rclpy ignores overrides of undeclared parameters: a misspelt --set would silently do nothing
-    for node_key, cls, values in (("bridge", SimBridgeParams, bridge_over), ("foresight", ForesightParams, fore_over)):
-        known = sorted(f.name for f, _ in fields_of(cls))
-        unknown = sorted(set(values) - set(known))
-        if unknown:
-            raise ConfigError(f"--set {node_key}.{unknown[0]}: no such {node_key} parameter; known: {known}")
+    check_names(SimBridgeParams, bridge_over, "--set bridge")  # a misspelt --set would silently do nothing
+    check_names(ForesightParams, fore_over, "--set foresight")
     bridge_params = {**check_yaml_against(SimBridgeParams, bridge_yaml, "sim_bridge"), **bridge_over}
     fore_params = {**check_yaml_against(ForesightParams, fore_yaml, "foresight_node"), **fore_over}
     out = Path(args.out)
