@@ -15,7 +15,7 @@ from frameplan_core.errors import SimError
 from frameplan_core.sim import augmentation, render
 from frameplan_core.sim.cameras import Cameras
 from frameplan_core.sim.cameras import camera_type as lookup_camera_type
-from frameplan_core.sim.robots import ARM_DOF, Arm, PlanningError
+from frameplan_core.sim.robots import ARM_DOF, GRIPPER_MAX, Arm, PlanningError
 from frameplan_core.sim.scene import TABLE_HEIGHT, TIMESTEP, build_stage, pose
 from frameplan_core.sim.task_config import TaskConfig, load_task_config
 
@@ -35,12 +35,17 @@ class SimFrame:
     endpose: np.ndarray
     joint_state_full: np.ndarray
     pointcloud: object = field(default_factory=list)
+    joint_command_full: np.ndarray | None = None
 
     def to_robotwin(self) -> dict:
-        """The RoboTwin 1.0 pickle dict (plus ``joint_state_full``: both arms' 7 joints + gripper, 16 numbers)."""
-        return {"observation": self.observation, "pointcloud": self.pointcloud,
-                "joint_action": self.joint_action, "endpose": self.endpose,
-                "joint_state_full": self.joint_state_full}
+        """The RoboTwin 1.0 pickle dict plus two 16-number extras (both arms' 7 joints + gripper): the measured
+        ``joint_state_full`` and the commanded ``joint_command_full`` (what a replay must send)."""
+        d = {"observation": self.observation, "pointcloud": self.pointcloud,
+             "joint_action": self.joint_action, "endpose": self.endpose,
+             "joint_state_full": self.joint_state_full}
+        if self.joint_command_full is not None:
+            d["joint_command_full"] = self.joint_command_full
+        return d
 
 
 class SimTask:
@@ -133,6 +138,8 @@ class SimTask:
         self._expert_done = True
         if self.step_count % save_freq == 0:
             yield self._frame(index)
+            index += 1
+        self._close_segments(save_freq, index)
 
     def close(self) -> None:
         """Release the scene (SAPIEN frees renderer resources when the last reference goes)."""
@@ -187,6 +194,19 @@ class SimTask:
         endpose = np.concatenate([self.arms["left"].endpose(), self.arms["right"].endpose()])
         return joint_action, endpose, np.concatenate([left, right])
 
+    def joint_command(self) -> np.ndarray:
+        """Both arms' commanded targets: 7 joints (rad) and the gripper command in [0, 1] each, 16 numbers."""
+        return np.concatenate([np.concatenate([a.arm_target, [a.gripper_target / GRIPPER_MAX]])
+                               for a in (self.arms["left"], self.arms["right"])])
+
+    def _close_segments(self, save_freq: int, n_frames: int) -> None:
+        """Give every motion segment its saved-frame span: ``start_frame`` is the first frame at or after the
+        segment's first tick, ``end_frame`` the next segment's start (the last frame for the last one)."""
+        starts = [min(n_frames - 1, -(-int(s["step"]) // save_freq)) for s in self.segments]
+        for i, seg in enumerate(self.segments):
+            seg["start_frame"] = starts[i]
+            seg["end_frame"] = starts[i + 1] if i + 1 < len(starts) else n_frames - 1
+
     def _frame(self, index: int) -> SimFrame:
         t = time.perf_counter()
         obs = self.cameras.capture(self.camera_names, depth=self.cfg.data_type.depth)
@@ -204,7 +224,8 @@ class SimTask:
         ja, ep, full = self.joint_vectors()
         instr, self._pending = self._pending, None
         return SimFrame(index=index, observation=obs, instruction=instr, sim_time=self.step_count * TIMESTEP,
-                        step=self.step_count, joint_action=ja, endpose=ep, joint_state_full=full, pointcloud=pc)
+                        step=self.step_count, joint_action=ja, endpose=ep, joint_state_full=full, pointcloud=pc,
+                        joint_command_full=self.joint_command())
 
     # ------------------------------------------------------------------------------------ motion primitives
     def say(self, text: str) -> None:
