@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from frameplan_core.image import fit
+from frameplan_core.image import CropPolicy, fit
 
 
 def _resize(image: np.ndarray, size: int) -> np.ndarray:
@@ -37,13 +37,15 @@ def color_jitter(images: Sequence[np.ndarray], rng: np.random.Generator, strengt
 
 
 def paired_augment(images: Sequence[np.ndarray], rng: np.random.Generator | None, image_size: int, crop_res: int,
-                   crop_min_scale: float = 1.0, flip_prob: float = 0.0, jitter: float = 0.0) -> list[np.ndarray]:
-    """Fit every image to ``image_size`` (centre crop), then (when ``rng`` is given) one random square crop of
-    side in [crop_min_scale, 1] x image_size, resized to ``crop_res``; flip with ``flip_prob``; colour jitter.
-    Without ``rng`` (validation, evaluation) the images are only fitted to ``crop_res``."""
+                   crop_min_scale: float = 1.0, flip_prob: float = 0.0, jitter: float = 0.0,
+                   policy: CropPolicy = "center") -> list[np.ndarray]:
+    """Fit every image to ``image_size`` (the model's crop ``policy``: centre crop, resize or pad), then (when
+    ``rng`` is given) one random square crop of side in [crop_min_scale, 1] x image_size, resized to ``crop_res``;
+    flip with ``flip_prob``; colour jitter. Without ``rng`` (validation, evaluation) the images are only fitted to
+    ``crop_res``."""
     if rng is None:
-        return [fit(im, crop_res) for im in images]
-    fitted = [fit(im, image_size) for im in images]
+        return [fit(im, crop_res, policy) for im in images]
+    fitted = [fit(im, image_size, policy) for im in images]
     side = image_size
     if crop_min_scale < 1.0:
         side = round(rng.uniform(crop_min_scale, 1.0) * image_size)

@@ -127,6 +127,10 @@ class PredictorTrainConfig(TrainConfig):
         dual classifier-free guidance possible at inference.
     target: set the model's diffusion target (``frame`` | ``residual``, see PredictorConfig) for this run; None
         keeps the one of ``model`` (a preset: ``frame``). Switching a saved model fine-tunes it to the new target.
+    crop: how a camera frame is mapped onto the model's square (``center`` crop, ``resize`` = the whole field of
+        view squeezed, ``pad``); set on the model for this run (inference uses the same); None keeps the model's
+        own (a preset: ``center``). ``resize`` lets the model predict everything the camera sees, so the frame it
+        publishes has no pasted-in crop and no seam.
     motion_loss_weight: lambda of the motion-constraint loss: the per-element eps MSE is weighted by
         1 + lambda * m, where m in [0, 1] is the fraction of changed pixels (input->target difference above
         ``motion_threshold`` of 255) in each latent cell, dilated by one latent cell; the weighted mean is
@@ -138,6 +142,7 @@ class PredictorTrainConfig(TrainConfig):
     drop_image_prob: float = 0.05
     drop_both_prob: float = 0.05
     target: Literal["frame", "residual"] | None = None
+    crop: Literal["center", "resize", "pad"] | None = None
     motion_loss_weight: float = 0.0
     motion_threshold: int = 25
     sample_text_scale: float = 7.5
@@ -148,6 +153,8 @@ class PredictorTrainConfig(TrainConfig):
         probs = (self.drop_text_prob, self.drop_image_prob, self.drop_both_prob)
         if min(probs) < 0 or sum(probs) > 1:
             raise ConfigError(f"conditioning dropout probabilities {probs}: each >= 0 and sum <= 1")
+        if self.crop not in (None, "center", "resize", "pad"):
+            raise ConfigError(f"crop={self.crop!r}: expected center, resize, pad or null")
         if self.motion_loss_weight < 0:
             raise ConfigError(f"motion_loss_weight={self.motion_loss_weight}: must be >= 0")
         if not 0 <= self.motion_threshold < 255:

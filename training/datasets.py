@@ -19,7 +19,7 @@ from frameplan_core import grid
 from frameplan_core.data.grid_samples import GridDataset
 from frameplan_core.data.ip2p import FolderDataset, IP2PDataset
 from frameplan_core.errors import DataError, InputError
-from frameplan_core.image import fit
+from frameplan_core.image import CropPolicy, fit
 
 log = logging.getLogger(__name__)
 
@@ -105,9 +105,9 @@ class PairDataset(_FolderItems):
 
     def __init__(self, root, split: str | None, image_size: int, crop_res: int, crop_min_scale: float = 1.0,
                  flip_prob: float = 0.0, jitter: float = 0.0, max_bad: int = 10, verify: bool = True,
-                 instruction_override: dict[int, str] | None = None) -> None:
+                 instruction_override: dict[int, str] | None = None, policy: CropPolicy = "center") -> None:
         super().__init__(root, split, max_bad, verify)
-        self.image_size, self.crop_res = image_size, crop_res
+        self.image_size, self.crop_res, self.policy = image_size, crop_res, policy
         self.crop_min_scale, self.flip_prob, self.jitter = crop_min_scale, flip_prob, jitter
         self.instruction_override = instruction_override or {}
 
@@ -116,7 +116,7 @@ class PairDataset(_FolderItems):
         i, s = self.sample(pos)
         rng = np.random.default_rng(seed) if seed is not None else None
         a, b = paired_augment([s.input, s.output], rng, self.image_size, self.crop_res, self.crop_min_scale,
-                              self.flip_prob, self.jitter)
+                              self.flip_prob, self.jitter, self.policy)
         return {"input": to_tensor(a), "target": to_tensor(b), "text": self.instruction_override.get(i, s.edit),
                 "index": i, "task": str(s.meta.get("task", ""))}
 

@@ -36,6 +36,10 @@ def load_predictor(cfg: PredictorTrainConfig, device: str = "cpu"):
             log.info("model resolution %d -> %d (crop_res)", p.config.resolution, cfg.crop_res)
             p.config.resolution = cfg.crop_res
             p.config.validate()
+    if cfg.crop and cfg.crop != p.config.crop:
+        log.info("crop policy %s -> %s (config crop)", p.config.crop, cfg.crop)
+        p.config.crop = cfg.crop
+        p.config.validate()
     if cfg.target and cfg.target != p.config.target:
         log.info("diffusion target %s -> %s (config target)", p.config.target, cfg.target)
         p.config.target = cfg.target

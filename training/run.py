@@ -23,12 +23,12 @@ from frameplan_training.config import (
 )
 
 from frameplan_core import atomic
-from frameplan_core.errors import ConfigError, DataError
+from frameplan_core.errors import ConfigError, DataError, one_line
 
 log = logging.getLogger(__name__)
 
 # fields that must not change between a run and its resume (they define the model or the data order)
-RESUME_INVARIANTS = ("model", "vae_from", "target", "condition", "seed", "batch_size", "image_size", "crop_res",
+RESUME_INVARIANTS = ("model", "vae_from", "target", "crop", "condition", "seed", "batch_size", "image_size", "crop_res",
                      "train_base", "adapter_name", "lora_rank", "lora_alpha")
 
 
@@ -71,8 +71,9 @@ def dataset_factory(kind: str, cfg: TrainConfig, data: Path, module=None):
     def make(split: str, augment: bool):
         common = {"max_bad": cfg.max_bad_samples}
         if kind == "predictor":
+            policy = module.predictor.config.crop if module is not None else (cfg.crop or "center")
             return D.PairDataset(data, split, cfg.image_size, cfg.crop_res, cfg.crop_min_scale, cfg.flip_prob,
-                                 cfg.color_jitter, **common)
+                                 cfg.color_jitter, policy=policy, **common)
         if kind == "vae":
             return D.FrameDataset(data, split, cfg.image_size, cfg.crop_res, cfg.crop_min_scale, cfg.flip_prob,
                                   cfg.color_jitter, **common)
@@ -131,7 +132,13 @@ def make_trainer(cfg: TrainConfig, out: Path, extra_callbacks: list | None = Non
 
 
 def read_checkpoint(ckpt_path: Path, flag: str) -> tuple[dict, dict]:
-    """(the checkpoint, its frameplan_config); errors name the command-line flag and the file."""
+    """(the checkpoint, its frameplan_config); errors name the command-line flag and the file.
+
+    Loaded with torch's weights-only unpickler: a checkpoint is a pickle, and a crafted one runs code when it is
+    loaded the ordinary way. Lightning 2.x and our ``on_save_checkpoint`` write only tensors, numbers, strings and
+    containers (checked for all three model kinds), so no extra type is allowed: anything else is refused."""
+    import pickle
+
     import torch
 
     from frameplan_core.errors import ModelError
@@ -139,13 +146,34 @@ def read_checkpoint(ckpt_path: Path, flag: str) -> tuple[dict, dict]:
     if not ckpt_path.is_file():
         raise ConfigError(f"{flag} {ckpt_path}: checkpoint file not found")
     try:
-        state = torch.load(str(ckpt_path), map_location="cpu", weights_only=False)
+        state = torch.load(str(ckpt_path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        calls = _unsafe_globals(ckpt_path, str(exc))
+        if calls:
+            raise ModelError(f"{flag} {ckpt_path}: refused: loading it would call {', '.join(calls[:5])}; only "
+                             "checkpoints of tensors and plain values are loaded (what frameplan train writes)") from None
+        raise ModelError(f"{flag} {ckpt_path}: cannot read the checkpoint (UnpicklingError: "
+                         f"{one_line(exc, 200)})") from None
     except Exception as exc:  # noqa: BLE001 - torch raises many types for a damaged file
-        raise ModelError(f"{flag} {ckpt_path}: cannot read the checkpoint ({type(exc).__name__}: {exc})") from None
+        raise ModelError(f"{flag} {ckpt_path}: cannot read the checkpoint ({type(exc).__name__}: "
+                         f"{one_line(exc, 200)})") from None
     saved = state.get("frameplan_config") if isinstance(state, dict) else None
     if saved is None:
         raise ConfigError(f"{flag} {ckpt_path}: not a frameplan training checkpoint (no frameplan_config)")
     return state, saved
+
+
+def _unsafe_globals(ckpt_path: Path, message: str) -> list[str]:
+    """What a refused checkpoint's pickle would have imported and called (read without running it)."""
+    import re
+
+    import torch
+
+    try:
+        found = list(torch.serialization.get_unsafe_globals_in_checkpoint(str(ckpt_path)))
+    except Exception:  # noqa: BLE001 - not a zip checkpoint, or an older torch: the error names the first one
+        found = []
+    return found or re.findall(r"GLOBAL ([\w.]+)", message)[:1]
 
 
 def check_resume(cfg: TrainConfig, ckpt_path: Path) -> None:
@@ -247,7 +275,8 @@ def train(kind: str, cfg: TrainConfig, data: str | Path, out: str | Path, resume
     if warning:
         log.warning("%s", warning)
     t0 = time.perf_counter()
-    trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt_path) if ckpt_path else None)
+    # Lightning loads the checkpoint again: weights-only too (read_checkpoint refused anything else already)
+    trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=True)
     seconds = time.perf_counter() - t0
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
     model_dir = None

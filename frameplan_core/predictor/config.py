@@ -51,13 +51,20 @@ class SamplingConfig:
 
     ``samples`` > 1 returns the per-pixel mean of that many samples (different noise, one batched run): an
     estimate of the *expected* future frame, which is what a planner comparing frames by pixel distance wants.
-    It is smoother than one sample and costs about ``samples`` times the denoising work."""
+    It is smoother than one sample and costs about ``samples`` times the denoising work.
+
+    ``compose`` > 0 turns on change-mask composition (predictor/compose.py): pixels whose predicted change from
+    the VAE reconstruction of the input stays within ``compose`` of 255 are the camera's own, the rest come from
+    the model (mask grown by ``compose_dilate`` px, feathered by ``compose_feather`` px at model resolution)."""
 
     sampler: Literal["euler_a", "ddim", "dpmpp"] = "dpmpp"
     steps: int = 10
     text_scale: float = 7.5
     image_scale: float = 1.5
     samples: int = 1
+    compose: int = 0
+    compose_dilate: int = 2
+    compose_feather: int = 2
 
     @classmethod
     def paper(cls) -> SamplingConfig:
@@ -70,6 +77,10 @@ class SamplingConfig:
             raise ConfigError(f"{where}.steps: expected an integer in [1, 1000], got {self.steps!r}")
         if isinstance(self.samples, bool) or not isinstance(self.samples, int) or not 1 <= self.samples <= MAX_SAMPLES:
             raise ConfigError(f"{where}.samples: expected an integer in [1, {MAX_SAMPLES}], got {self.samples!r}")
+        for name, hi in (("compose", 254), ("compose_dilate", 32), ("compose_feather", 32)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= hi:
+                raise ConfigError(f"{where}.{name}: expected an integer in [0, {hi}], got {v!r}")
         for name in ("text_scale", "image_scale"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= float(v) <= 100.0 or math.isnan(v):

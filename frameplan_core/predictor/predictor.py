@@ -17,6 +17,8 @@ import torch
 from frameplan_core import atomic
 from frameplan_core.device import resolve_device, resolve_dtype
 from frameplan_core.errors import ConfigError, InputError, ModelError
+from frameplan_core.image import fit
+from frameplan_core.predictor import compose as composition
 from frameplan_core.predictor import preprocess, sampling
 from frameplan_core.predictor.config import (
     PRESET_NAMES,
@@ -213,16 +215,17 @@ class FramePredictor:
     # ------------------------------------------------------------ prediction
     def predict(self, image: np.ndarray, instruction: str, steps: int | None = None, text_scale: float | None = None,
                 image_scale: float | None = None, seed: int | None = None, sampler: str | None = None,
-                output_size: Literal["model", "input"] = "model", samples: int | None = None) -> np.ndarray:
+                output_size: Literal["model", "input"] = "model", samples: int | None = None,
+                compose: int | None = None) -> np.ndarray:
         """Predicted future frame (uint8 RGB) at model resolution, or mapped onto the input's geometry."""
         return self.predict_batch([image], [instruction], steps, text_scale, image_scale, seed, sampler,
-                                  output_size, samples)[0]
+                                  output_size, samples, compose)[0]
 
     @torch.no_grad()
     def predict_batch(self, images: Sequence[np.ndarray], instructions: Sequence[str], steps: int | None = None,
                       text_scale: float | None = None, image_scale: float | None = None, seed: int | None = None,
                       sampler: str | None = None, output_size: Literal["model", "input"] = "model",
-                      samples: int | None = None) -> list[np.ndarray]:
+                      samples: int | None = None, compose: int | None = None) -> list[np.ndarray]:
         """Batched prediction: one UNet forward per step for all images, guidance passes and ``samples`` (averaged
         per image, SamplingConfig). ``seed=None`` means seed 0, so repeated calls are reproducible."""
         t0 = time.perf_counter()
@@ -237,7 +240,9 @@ class FramePredictor:
         s = SamplingConfig(sampler=sampler or d.sampler, steps=d.steps if steps is None else steps,
                            text_scale=d.text_scale if text_scale is None else text_scale,
                            image_scale=d.image_scale if image_scale is None else image_scale,
-                           samples=d.samples if samples is None else samples).validate("predict")
+                           samples=d.samples if samples is None else samples,
+                           compose=d.compose if compose is None else compose, compose_dilate=d.compose_dilate,
+                           compose_feather=d.compose_feather).validate("predict")
         imgs = [preprocess.check_image(im, f"image[{i}]") for i, im in enumerate(images)]
         texts = [validate_instruction(t, f"instruction[{i}]") for i, t in enumerate(instructions)]
         x = preprocess.to_model(imgs, self.config.resolution, self.config.crop, self.device, self.dtype)
@@ -257,12 +262,23 @@ class FramePredictor:
         t3 = time.perf_counter()
         frames = self.decode_latents(latents).float().clamp(-1, 1)
         out = preprocess.to_uint8(frames.unflatten(0, (s.samples, n)).mean(0))
+        masks = self._change_masks(out, image_latents[:n], s) if s.compose else None
         if output_size == "input":
             out = [preprocess.back_to_input(o, im, self.config.crop) for o, im in zip(out, imgs)]
+        if masks is not None:
+            originals = imgs if output_size == "input" else [fit(im, self.config.resolution, self.config.crop)
+                                                             for im in imgs]
+            out = [composition.compose(o, im, preprocess.mask_to_input(m, im.shape[:2], self.config.crop)
+                                   if output_size == "input" else m) for o, im, m in zip(out, originals, masks)]
         t4 = time.perf_counter()
         self.last_timings = {"preprocess_s": t1 - t0, "encode_s": t2 - t1, "denoise_s": t3 - t2,
                              "decode_s": t4 - t3, "total_s": t4 - t0}
         return out
+
+    def _change_masks(self, preds: list[np.ndarray], image_latents: torch.Tensor, s: SamplingConfig) -> list[np.ndarray]:
+        """Where the prediction differs from the VAE's own reconstruction of the input (compose.py)."""
+        recon = preprocess.to_uint8(self.decode_latents(image_latents * self.vae.config.scaling_factor).float())
+        return [composition.change_mask(p, r, s.compose, s.compose_dilate, s.compose_feather) for p, r in zip(preds, recon)]
 
     # ------------------------------------------------------------ reporting
     def parameter_counts(self) -> dict[str, int]:

@@ -39,6 +39,13 @@ def to_uint8(x: torch.Tensor) -> list[np.ndarray]:
     return [np.ascontiguousarray(a) for a in x.permute(0, 2, 3, 1).cpu().numpy()]
 
 
+def mask_to_input(mask: np.ndarray, original_hw: tuple[int, int], policy: CropPolicy) -> np.ndarray:
+    """A model-resolution float mask in [0, 1] mapped onto the input geometry like the prediction (0 = keep the
+    input, which is what the centre crop's cut-away borders show)."""
+    m8 = np.repeat(np.rint(mask * 255.0).astype(np.uint8)[..., None], 3, axis=2)
+    return unfit(m8, original_hw, policy)[..., 0].astype(np.float32) / 255.0
+
+
 def back_to_input(pred: np.ndarray, original: np.ndarray, policy: CropPolicy) -> np.ndarray:
     """Map a model-resolution prediction onto the input geometry (cropped borders come from the input frame)."""
     return unfit(pred, original.shape[:2], policy, background=original if policy == "center" else None)
