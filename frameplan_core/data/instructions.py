@@ -1,7 +1,12 @@
 """Instruction templates for the three RoboTwin tasks of seed 000, in RoboTwin 2.0's json shape
 ``{"seen": [...], "unseen": [...]}``: "seen" paraphrases are used for training pairs, "unseen" ones are held out to
 test whether a model follows wording it was not trained on. Every choice is a pure function of (seed, key), so a
-conversion run twice writes the same prompts."""
+conversion run twice writes the same prompts.
+
+``STEP_PARAPHRASES`` does the same for the *step* instructions of the simulated tasks: the exact texts the scripted
+experts announce with ``SimTask.say`` (recorded as motion segments in scene_info.json, and published by the ROS sim
+bridge on ``/frameplan/instruction``). Each step's "seen" list starts with the original text, so a model trained
+on segment pairs has seen the bridge's wording verbatim; "unseen" variants are held out for evaluation."""
 from __future__ import annotations
 
 import hashlib
@@ -90,6 +95,94 @@ TEMPLATES: dict[str, dict[str, list[str]]] = {
     },
 }
 
+STEP_PARAPHRASES: dict[str, dict[str, list[str]]] = {
+    # block_hammer_beat
+    "reach for the hammer's handle": {
+        "seen": ["reach for the hammer's handle", "move the gripper to the hammer's handle",
+                 "go to the handle of the hammer"],
+        "unseen": ["approach the hammer grip", "bring the hand over to the hammer's handle"]},
+    "grasp the hammer": {
+        "seen": ["grasp the hammer", "close the gripper on the hammer", "grab the hammer"],
+        "unseen": ["take hold of the hammer", "clamp the fingers around the hammer"]},
+    "lift the hammer": {
+        "seen": ["lift the hammer", "pick the hammer up off the table", "lift the hammer from the table"],
+        "unseen": ["hoist the hammer up", "take the hammer off the table"]},
+    "move the hammer above the block": {
+        "seen": ["move the hammer above the block", "carry the hammer over the block", "hold the hammer over the block"],
+        "unseen": ["position the hammer head above the cube", "bring the hammer to hover over the block"]},
+    "strike the block with the hammer": {
+        "seen": ["strike the block with the hammer", "hit the block with the hammer",
+                 "bring the hammer down on the block"],
+        "unseen": ["whack the cube with the hammer", "knock the hammer onto the block"]},
+    "raise the hammer": {
+        "seen": ["raise the hammer", "lift the hammer back up", "pull the hammer up again"],
+        "unseen": ["draw the hammer back up", "take the hammer up after the hit"]},
+    # block_handover
+    "reach for the block with the left arm": {
+        "seen": ["reach for the block with the left arm", "move the left gripper to the block",
+                 "bring the left arm to the block"],
+        "unseen": ["approach the cube with the left hand", "send the left arm over to the block"]},
+    "grasp the block with the left gripper": {
+        "seen": ["grasp the block with the left gripper", "close the left gripper on the block",
+                 "grab the block with the left hand"],
+        "unseen": ["take hold of the cube with the left gripper", "clamp the block in the left fingers"]},
+    "lift the block": {
+        "seen": ["lift the block", "pick the block up", "raise the block off the table"],
+        "unseen": ["hoist the cube up", "take the block off the table"]},
+    "bring the block to the middle": {
+        "seen": ["bring the block to the middle", "move the block to the centre",
+                 "carry the block to the middle of the table"],
+        "unseen": ["take the cube over to the centre", "bring the block between the two arms"]},
+    "reach for the block with the right arm": {
+        "seen": ["reach for the block with the right arm", "move the right gripper to the block",
+                 "bring the right arm to the block"],
+        "unseen": ["approach the cube with the right hand", "send the right arm over to the block"]},
+    "grasp the block with the right gripper": {
+        "seen": ["grasp the block with the right gripper", "close the right gripper on the block",
+                 "grab the block with the right hand"],
+        "unseen": ["take hold of the cube with the right gripper", "clamp the block in the right fingers"]},
+    "release the block with the left gripper": {
+        "seen": ["release the block with the left gripper", "open the left gripper",
+                 "let go of the block with the left hand"],
+        "unseen": ["loosen the left gripper's hold on the block", "the left hand lets the cube go"]},
+    "move the left arm away and carry the block to the right side": {
+        "seen": ["move the left arm away and carry the block to the right side",
+                 "pull the left arm back and take the block to the right",
+                 "withdraw the left arm and move the block to the right side"],
+        "unseen": ["retract the left hand and bring the cube over to the right",
+                   "clear the left arm and carry the cube rightwards"]},
+    "release the block": {
+        "seen": ["release the block", "let go of the block", "open the gripper and drop the block"],
+        "unseen": ["set the cube free", "loosen the grip on the block"]},
+    "move the right arm away": {
+        "seen": ["move the right arm away", "pull the right arm back", "withdraw the right arm"],
+        "unseen": ["retract the right hand", "take the right arm out of the way"]},
+    # blocks_stack_easy
+    "reach for the black block": {
+        "seen": ["reach for the black block", "move the gripper to the black block", "go to the black block"],
+        "unseen": ["approach the dark cube", "bring the hand over to the black block"]},
+    "grasp the black block": {
+        "seen": ["grasp the black block", "close the gripper on the black block", "grab the black block"],
+        "unseen": ["take hold of the dark cube", "clamp the fingers around the black block"]},
+    "lift the black block": {
+        "seen": ["lift the black block", "pick the black block up", "raise the black block off the table"],
+        "unseen": ["hoist the dark cube up", "take the black block off the table"]},
+    "move the black block above the red block": {
+        "seen": ["move the black block above the red block", "carry the black block over the red block",
+                 "hold the black block over the red one"],
+        "unseen": ["position the dark cube above the red cube", "bring the black block to hover over the red block"]},
+    "put the black block on the red block": {
+        "seen": ["put the black block on the red block", "place the black block on top of the red block",
+                 "set the black block down on the red one"],
+        "unseen": ["lower the dark cube onto the red cube", "rest the black block on top of the red block"]},
+    "release the black block": {
+        "seen": ["release the black block", "let go of the black block", "open the gripper to release the black block"],
+        "unseen": ["set the dark cube free", "loosen the grip on the black block"]},
+    "move the arm away": {
+        "seen": ["move the arm away", "pull the arm back", "withdraw the arm"],
+        "unseen": ["retract the hand", "take the arm out of the way"]},
+}
+
 # Short names used in seed 000's sample counts (hammer 100, handover 204, stack 298) and RoboTwin 2.0's names.
 ALIASES = {"hammer": "block_hammer_beat", "handover": "block_handover", "stack": "blocks_stack_easy",
            "beat_block_hammer": "block_hammer_beat", "handover_block": "block_handover",
@@ -171,6 +264,23 @@ def choose(task: str, seed: int, key: str, split: str = "seen",
         return pick(TEMPLATES[name][split], seed, key), "templates"
     log.warning("no instruction templates for task %r: using its name %r as the instruction", task, humanize(task))
     return humanize(task), "task_name"
+
+
+def step_paraphrases(step: str) -> dict[str, list[str]] | None:
+    """The seen/unseen paraphrases of a step instruction (a copy), or None for a step the table does not know."""
+    t = STEP_PARAPHRASES.get(" ".join(str(step).split()))
+    return {k: list(v) for k, v in t.items()} if t else None
+
+
+def choose_step(step: str, seed: int, key: str, split: str = "seen") -> tuple[str, str]:
+    """(instruction, source) for a segment pair: a ``split`` paraphrase of the step instruction chosen by (seed,
+    key) (source ``step_paraphrases``), or the step text itself (source ``step``) when the table has none."""
+    t = step_paraphrases(step)
+    if t and t.get(split):
+        return pick(t[split], seed, key), "step_paraphrases"
+    if split == "unseen":
+        log.warning("no unseen paraphrases for step instruction %r: using it verbatim", step)
+    return step, "step"
 
 
 def for_episode(task: str, seed: int) -> dict[str, list[str]]:

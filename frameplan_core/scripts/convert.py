@@ -1,7 +1,10 @@
 """Convert RoboTwin episodes (1.0 pickle folders and 2.0 hdf5 files) into an InstructPix2Pix pair dataset
-(frame t -> frame t+interval) or a 3x3 grid dataset (nine evenly spaced frames), with episode-level splits.
+(frame t -> frame t+interval with the task instruction, and/or motion segment start -> end with the step
+instruction: frameplan_core/data/pairs.py) or a 3x3 grid dataset (nine evenly spaced frames), with episode-level
+splits.
 
-Example: frameplan convert robotwin data/robotwin --to ip2p out/ip2p --interval 50 --camera head_camera"""
+Example: frameplan convert robotwin data/robotwin --to ip2p out/ip2p --interval 50 --camera head_camera
+         frameplan convert robotwin data/sim --to ip2p out/ip2p --pairing both"""
 from __future__ import annotations
 
 import argparse
@@ -20,6 +23,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--to", required=True, choices=["ip2p", "grid"], help="dataset kind to write")
     p.add_argument("--interval", type=int, default=50, help="ip2p: frames between input and target (default 50)")
     p.add_argument("--stride", type=int, default=None, help="ip2p: step between pair starts (default = interval)")
+    p.add_argument("--pairing", choices=["interval", "segment", "both"], default="interval",
+                   help="ip2p: 'interval' pairs (t -> t+interval, task instruction; default), 'segment' pairs (each "
+                        "recorded motion segment's start -> end frame, step instruction) or both kinds")
+    p.add_argument("--min-segment-frames", type=int, default=3, metavar="N",
+                   help="ip2p: skip motion segments spanning fewer than N frames (default 3)")
     p.add_argument("--camera", default="head_camera", help="camera to take frames from (default head_camera)")
     p.add_argument("--tasks", nargs="+", default=None, metavar="TASK", help="only these tasks (default all)")
     p.add_argument("--seed", type=int, default=0, help="seed for instruction choice and splits (default 0)")
@@ -69,7 +77,7 @@ def _episode_samples(ep, kind: str, args, key: str, no_trajectory: list | None =
     """Read everything one episode contributes before writing any of it (a bad frame discards the episode).
     Grid episodes without end poses / camera matrices get no trajectory; (path, reason) goes to
     ``no_trajectory``."""
-    from frameplan_core.data import grid_samples, instructions
+    from frameplan_core.data import grid_samples, instructions, pairs
     from frameplan_core.errors import DataError, InputError
     from frameplan_core.image import fit
 
@@ -79,17 +87,15 @@ def _episode_samples(ep, kind: str, args, key: str, no_trajectory: list | None =
     words = instructions.humanize(task)
     out = []
     if kind == "ip2p":
-        if n < args.interval + 1:
-            raise DataError(f"{ep.path}: {n} frames, shorter than the interval ({args.interval}) + 1")
-        for t in range(0, n - args.interval, args.stride or args.interval):
-            a, b = ep.rgb(t, args.camera), ep.rgb(t + args.interval, args.camera)
+        for spec in pairs.episode_pairs(ep, args.pairing, args.interval, args.stride, args.min_segment_frames):
+            a, b = ep.rgb(spec.start, args.camera), ep.rgb(spec.end, args.camera)
             if args.size:
                 a, b = fit(a, args.size, "center"), fit(b, args.size, "center")
-            text, source = instructions.choose(task, args.seed, f"{key}:{t}", args.instructions, ep_instr)
+            text, source = pairs.pair_instruction(spec, task, args.seed, key, args.instructions, ep_instr)
             out.append({"input": a, "output": b, "edit": text,
-                        "input_caption": f"{words}, {args.camera} frame {t}",
-                        "output_caption": f"{words}, {args.camera} frame {t + args.interval}",
-                        "meta": {"frames": [t, t + args.interval], "instruction_source": source}})
+                        "input_caption": f"{words}, {args.camera} frame {spec.start}",
+                        "output_caption": f"{words}, {args.camera} frame {spec.end}",
+                        "meta": {"frames": [spec.start, spec.end], "instruction_source": source, **spec.meta()}})
     else:
         s = grid_samples.make_grid_sample(ep, args.camera, args.size)
         text, source = instructions.choose(task, args.seed, key, args.instructions, ep_instr)
@@ -121,6 +127,10 @@ def run(args: argparse.Namespace) -> int:
         raise DataError(f"--stride must be >= 1, got {args.stride}")
     if args.size is not None and args.size < 8:
         raise DataError(f"--size must be >= 8 pixels, got {args.size}")
+    if args.min_segment_frames < 1:
+        raise DataError(f"--min-segment-frames must be >= 1, got {args.min_segment_frames}")
+    if args.to == "grid" and args.pairing != "interval":
+        raise DataError(f"--pairing {args.pairing} applies to --to ip2p only (a grid sample spans a whole episode)")
     src = args.src.resolve()
     found = robotwin.find_episode_paths(src)
     if args.tasks:
@@ -148,14 +158,17 @@ def run(args: argparse.Namespace) -> int:
         keep = {k: v for k, v in keep.items() if k in known}
     episode_split = splits.assign({key_of(p): t for t, _, p in found}, args.val_fraction, args.seed,
                                   args.test_fraction, keep=keep)
-    params = {k: getattr(args, k) for k in ("interval", "stride", "camera", "tasks", "seed", "val_fraction",
-                                           "test_fraction", "size", "instructions")}
+    params = {k: getattr(args, k) for k in ("interval", "stride", "pairing", "min_segment_frames", "camera", "tasks",
+                                           "seed", "val_fraction", "test_fraction", "size", "instructions")}
     params.update(source=str(src), kind=args.to, keep_splits=str(args.keep_splits) if args.keep_splits else None)
     if args.to == "grid":
-        params.pop("interval"), params.pop("stride")
+        for k in ("interval", "stride", "pairing", "min_segment_frames"):
+            params.pop(k)
     skipped: list[tuple[str, str]] = []
     no_trajectory: list[tuple[str, str]] = []
     converted: Counter = Counter()
+    by_pairing: Counter = Counter()  # ip2p samples per pairing kind
+    no_segments: list[str] = []  # converted episodes that gave no segment pair
     writer = ip2p.FolderDatasetWriter(args.dst, fmt=args.to, ext=".jpg" if args.to == "ip2p" else ".png",
                                       overwrite=args.overwrite, params=params)
     with writer:
@@ -173,9 +186,17 @@ def run(args: argparse.Namespace) -> int:
             for s in samples:
                 writer.add(s["input"], s["output"], s["edit"], s["input_caption"], s["output_caption"],
                            meta=s["meta"], split=episode_split[key], episode=key)
+                by_pairing[s["meta"].get("pairing", "grid")] += 1
+            if args.to == "ip2p" and args.pairing != "interval" and not any(
+                    s["meta"]["pairing"] == "segment" for s in samples):
+                no_segments.append(str(path))
             converted[canonical_task(task)] += 1
         writer.extra["summary"] = {"episodes_found": len(found), "episodes_converted": sum(converted.values()),
                                    "skipped": [{"path": p, "reason": r} for p, r in skipped]}
+        if args.to == "ip2p":
+            writer.extra["summary"]["pairs_by_kind"] = dict(sorted(by_pairing.items()))
+            if args.pairing != "interval":
+                writer.extra["summary"]["no_segment_pairs"] = no_segments
         if args.to == "grid":
             writer.extra["summary"]["no_trajectory"] = [{"path": p, "reason": r} for p, r in no_trajectory]
             if no_trajectory:
@@ -185,15 +206,20 @@ def run(args: argparse.Namespace) -> int:
         if not len(writer):
             reasons = "".join(f"\n  {p}: {r}" for p, r in skipped)
             raise DataError(f"no samples written from {len(found)} episode(s); {args.dst} not created{reasons}")
-    _print_summary(args, found, converted, writer, skipped, no_trajectory)
+    _print_summary(args, found, converted, writer, skipped, no_trajectory, by_pairing, no_segments)
     return 0
 
 
-def _print_summary(args, found, converted, writer, skipped, no_trajectory=()) -> None:
+def _print_summary(args, found, converted, writer, skipped, no_trajectory=(), by_pairing=None,
+                   no_segments=()) -> None:
     noun = "pairs" if args.to == "ip2p" else "grids"
     print(f"frameplan convert: wrote {len(writer)} {noun} to {args.dst} ({args.to}, camera {args.camera}"
           + (f", interval {args.interval}" if args.to == "ip2p" else "") + ")")
     print(f"  episodes: {len(found)} found, {sum(converted.values())} converted, {len(skipped)} skipped")
+    if args.to == "ip2p":
+        print(f"  pairing {args.pairing}: " + ", ".join(f"{k} {v}" for k, v in sorted((by_pairing or {}).items()))
+              + (f"; {len(no_segments)} converted episode(s) gave no segment pair (no recorded segments, or all "
+                 f"shorter than {args.min_segment_frames} frames)" if no_segments else ""))
     per_task: dict[str, dict[str, int]] = defaultdict(dict)
     for task, by_split in writer.counts.items():
         per_task[task] = by_split
