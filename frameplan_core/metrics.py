@@ -1,5 +1,6 @@
 """Image-quality metrics for predicted frames: SSIM (Wang et al. 2004 settings), PSNR (MAX 255), and the same
-two restricted to the *changed region* — the pixels where the scene actually moves between input and target.
+two restricted to the *changed region* — the pixels where the scene actually moves between input and target —
+and the *sharpness ratio* there (is the prediction as crisp as the real frame, or a blur that buys PSNR).
 
 Why the changed region: on a static-camera robot scene most pixels are unchanged background, so whole-frame
 SSIM/PSNR of *any* output that copies the input already look excellent (this is how a 60 dB whole-frame PSNR can
@@ -15,8 +16,17 @@ Definitions (all inputs HxWx3 uint8 RGB of the same size):
 - ``psnr_changed``: 10 log10(255² / MSE) with the MSE taken over the mask pixels (all three channels).
 - PSNR of identical images is ``inf``; ``summarize`` caps each value at ``PSNR_CAP`` dB before averaging so that
   means and JSON stay finite, and counts how many were capped.
-- An empty mask (nothing changed) makes the changed-region metrics ``nan``; ``summarize`` skips nans and reports
-  how many samples contributed.
+- ``sharpness(image, mask)``: the mean Sobel gradient magnitude over the mask pixels — ``cv2.Sobel`` (ksize 3,
+  float64, OpenCV's default reflected border) of the grayscale image (``cv2.COLOR_RGB2GRAY``, uint8), magnitude
+  sqrt(gx² + gy²).
+- ``sharpness_changed`` (``sharpness_ratio``): the prediction's sharpness in the changed region ÷ the ground
+  truth's in the same region, per sample. 1 = as much edge energy as the real frame; a blurred (e.g. averaged)
+  prediction scores below 1, added noise or ghost edges above. PSNR rewards blur (the mean of several plausible
+  futures has a lower MSE than any one of them), so this is reported beside it. Summaries take the mean of the
+  per-sample ratios.
+- An empty mask (nothing changed) makes the changed-region metrics ``nan`` (so does a ground truth without any
+  gradient in the region, for the sharpness ratio); ``summarize`` skips nans and reports how many samples
+  contributed.
 """
 from __future__ import annotations
 
@@ -112,9 +122,37 @@ def masked_psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray, where: str = "ma
     return _psnr_from_mse(float(np.mean(d**2)))
 
 
+def sharpness(image: np.ndarray, mask: np.ndarray, where: str = "sharpness") -> float:
+    """Mean Sobel gradient magnitude (grayscale, ksize 3) over the ``mask`` pixels; nan if the mask is empty."""
+    img = ensure_rgb_uint8(image, where)
+    mask = np.asarray(mask, dtype=bool)
+    if mask.shape != img.shape[:2]:
+        raise InputError(f"{where}: mask shape {mask.shape} differs from image {img.shape[:2]}")
+    if not mask.any():
+        return math.nan
+    gray = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
+    gx = cv2.Sobel(gray, cv2.CV_64F, 1, 0, ksize=3)
+    gy = cv2.Sobel(gray, cv2.CV_64F, 0, 1, ksize=3)
+    return float(np.sqrt(gx**2 + gy**2)[mask].mean())
+
+
+def sharpness_ratio(pred: np.ndarray, target: np.ndarray, mask: np.ndarray,
+                    where: str = "sharpness_ratio") -> float:
+    """``sharpness(pred) / sharpness(target)`` over ``mask``: below 1 = blurrier than the real frame there; nan
+    when the mask is empty or the target has no gradient in it."""
+    pred = ensure_rgb_uint8(pred, f"{where} (prediction)")
+    target = ensure_rgb_uint8(target, f"{where} (reference)")
+    if pred.shape != target.shape:
+        raise InputError(f"{where}: image sizes differ: {pred.shape} vs {target.shape}")
+    ref = sharpness(target, mask, where)
+    if math.isnan(ref) or ref == 0.0:
+        return math.nan
+    return sharpness(pred, mask, where) / ref
+
+
 def frame_metrics(pred: np.ndarray, target: np.ndarray, input_image: np.ndarray,
                   threshold: int = DEFAULT_THRESHOLD, dilate: int = DEFAULT_DILATE) -> dict[str, float]:
-    """All four scores of one prediction against its target; the changed region comes from input vs target."""
+    """All scores of one prediction against its target; the changed region comes from input vs target."""
     mask = changed_mask(input_image, target, threshold, dilate)
     whole, smap = ssim_map(pred, target, "frame_metrics")
     p = _SSIM_PAD
@@ -125,6 +163,7 @@ def frame_metrics(pred: np.ndarray, target: np.ndarray, input_image: np.ndarray,
         "psnr": psnr(pred, target, "frame_metrics"),
         "ssim_changed": float(smap[inner].mean()) if inner.any() else math.nan,
         "psnr_changed": masked_psnr(pred, target, mask, "frame_metrics"),
+        "sharpness_changed": sharpness_ratio(pred, target, mask, "frame_metrics"),
         "changed_fraction": float(mask.mean()),
     }
 

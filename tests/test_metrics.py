@@ -85,3 +85,61 @@ def test_bad_inputs():
         metrics.ssim(a.astype(np.float32), a)
     with pytest.raises(InputError, match="mask shape"):
         metrics.masked_psnr(a, a, np.ones((3, 3), bool))
+
+
+def _gray(values: np.ndarray) -> np.ndarray:
+    """RGB image whose grayscale is exactly ``values`` (R = G = B)."""
+    return np.repeat(values.astype(np.uint8)[..., None], 3, axis=2)
+
+
+def test_sharpness_known_answers():
+    import cv2
+
+    # a vertical step edge 0 -> 100 between columns 15 and 16: Sobel gx is 4 * 100 = 400 on both columns, gy 0
+    step = np.zeros((32, 32), np.uint8)
+    step[:, 16:] = 100
+    edge = np.zeros((32, 32), bool)
+    edge[:, 15:17] = True
+    assert metrics.sharpness(_gray(step), edge) == pytest.approx(400.0)
+    flat = np.zeros_like(edge)
+    flat[:, 2:6] = True
+    assert metrics.sharpness(_gray(step), flat) == 0.0
+    # half the contrast: half the gradient, exactly
+    assert metrics.sharpness_ratio(_gray(step // 2), _gray(step), edge) == pytest.approx(0.5)
+    # identical = 1; a blurred copy is softer (< 1); empty region and a region without gradient in the truth: nan
+    img = _scene(4)
+    mask = metrics.changed_mask(img, np.zeros_like(img), threshold=25, dilate=0)
+    assert metrics.sharpness_ratio(img, img, mask) == pytest.approx(1.0)
+    assert metrics.sharpness_ratio(cv2.GaussianBlur(img, (0, 0), 2.0), img, mask) < 0.95
+    assert metrics.sharpness_ratio(_gray(cv2.GaussianBlur(step, (0, 0), 2.0)), _gray(step), edge) < 0.6
+    assert math.isnan(metrics.sharpness_ratio(img, img, np.zeros_like(mask)))
+    assert math.isnan(metrics.sharpness_ratio(_gray(step), _gray(step), flat))
+    # the magnitude is sqrt(gx^2 + gy^2) of the grayscale image
+    gray = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
+    gx, gy = cv2.Sobel(gray, cv2.CV_64F, 1, 0, ksize=3), cv2.Sobel(gray, cv2.CV_64F, 0, 1, ksize=3)
+    assert metrics.sharpness(img, mask) == pytest.approx(np.hypot(gx, gy)[mask].mean())
+
+
+def test_frame_metrics_sharpness_changed_and_mean_of_ratios():
+    import cv2
+
+    inp = _scene(0)
+    tgt = inp.copy()
+    tgt[20:30, 30:44] = [250, 10, 10]
+    m = metrics.frame_metrics(tgt, tgt, inp, threshold=25, dilate=2)
+    assert m["sharpness_changed"] == pytest.approx(1.0)
+    blurred = cv2.GaussianBlur(tgt, (0, 0), 1.5)
+    mb = metrics.frame_metrics(blurred, tgt, inp, threshold=25, dilate=2)
+    mask = metrics.changed_mask(inp, tgt, threshold=25, dilate=2)
+    assert mb["sharpness_changed"] == pytest.approx(metrics.sharpness_ratio(blurred, tgt, mask))
+    assert mb["sharpness_changed"] < 0.9
+    # nothing changed: nan, skipped by summarize; the summary is the mean of per-sample ratios
+    still = metrics.frame_metrics(inp, inp, inp)
+    assert math.isnan(still["sharpness_changed"])
+    s = metrics.summarize([m, mb, still])
+    assert s["sharpness_changed_n"] == 2
+    assert s["sharpness_changed"] == pytest.approx((1.0 + mb["sharpness_changed"]) / 2)
+    with pytest.raises(InputError, match="mask shape"):
+        metrics.sharpness(inp, np.ones((3, 3), bool))
+    with pytest.raises(InputError, match="sizes differ"):
+        metrics.sharpness_ratio(inp, inp[:32], mask)

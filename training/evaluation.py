@@ -1,7 +1,14 @@
 """``frameplan eval``: a trained predictor or planner against the copy-the-input baseline on the *held-out* split
 (episodes never trained on: ``test`` when the dataset has one, else ``val``), per task, with SSIM/PSNR over the
-whole frame and over the changed region (frameplan_core.metrics), and instruction generalisation (the dataset's
-seen-template instructions vs the tasks' unseen paraphrases on the same samples).
+whole frame and over the changed region and the changed-region sharpness ratio (frameplan_core.metrics), and
+instruction generalisation (the dataset's seen instructions vs unseen paraphrases on the same samples).
+
+Predictor geometries: **published** — the stored frames at their stored size (a dataset converted without
+``--size`` keeps the camera's full frame) against what the foresight node publishes, ``predict(...,
+output_size="input")``; **model_res** — input, target and prediction at the model's resolution (frames fitted with
+the model's crop policy). Every sample also records its pair kind (``interval`` / ``segment``, from the dataset),
+and the report breaks the published scores down by kind when a dataset has both; a segment pair is predicted with
+its own (step) instruction and its unseen paraphrase comes from the step's table.
 
 Planner extras: per-frame-index metrics over the 9 frames (frame 1 is the observed input, so it is listed but
 left out of the means), one evaluation per modality (text, trajectory, both when the data has end-effector
@@ -26,7 +33,7 @@ from frameplan_training import report
 from frameplan_training.datamodule import available_splits
 
 from frameplan_core import atomic, grid, metrics
-from frameplan_core.data.instructions import TEMPLATES, canonical_task, pick
+from frameplan_core.data.instructions import TEMPLATES, canonical_task, pick, step_paraphrases
 from frameplan_core.errors import DataError
 from frameplan_core.image import contact_sheet, fit, write_image
 
@@ -51,17 +58,23 @@ def held_out_split(data: str | Path, split: str = "auto") -> str:
     return split
 
 
-def unseen_instruction(task: str, key: str, seed: int) -> str | None:
-    """An unseen paraphrase for ``task`` (None for tasks without templates)."""
+def unseen_instruction(task: str, key: str, seed: int, meta: dict | None = None) -> str | None:
+    """An unseen paraphrase of the sample's instruction: of its motion step for a segment pair (``meta.pairing``
+    ``segment``), else of its task; None when there is none (a step or task the tables do not know)."""
+    if meta and meta.get("pairing") == "segment":
+        step = step_paraphrases(str((meta.get("segment") or {}).get("instruction", "")))
+        return pick(step["unseen"], seed, f"unseen/{key}") if step and step.get("unseen") else None
     t = TEMPLATES.get(canonical_task(task))
     return pick(t["unseen"], seed, f"unseen/{key}") if t and t.get("unseen") else None
 
 
-def _summaries(rows: list[dict], keys: list[str]) -> dict[str, dict]:
+def _summaries(rows: list[dict], keys: list[str], section: str | None = None) -> dict[str, dict]:
+    """Per task and for all tasks, ``metrics.summarize`` of each series in ``keys`` (found in ``row[section]`` when
+    a section is given, e.g. one geometry)."""
     tasks = sorted({r["task"] for r in rows})
     out: dict[str, dict] = {}
     for task in tasks + [ALL]:
-        sel = [r for r in rows if task == ALL or r["task"] == task]
+        sel = [r if section is None else r[section] for r in rows if task == ALL or r["task"] == task]
         out[task] = {k: metrics.summarize([r[k] for r in sel if k in r]) for k in keys
                      if any(k in r for r in sel)}
     return out
@@ -98,12 +111,66 @@ def _batches(n: int, size: int):
 
 
 # ---------------------------------------------------------------- predictor
+GEOMETRIES = ("published", "model_res")
+
+
+def pairing_of(meta: dict, params: dict) -> str:
+    """A sample's pair kind: ``meta.pairing`` (frameplan convert since --pairing), else ``interval`` for our older
+    datasets (their params record an interval), else ``unknown`` (datasets made elsewhere)."""
+    if meta.get("pairing"):
+        return str(meta["pairing"])
+    return "interval" if "interval" in params else "unknown"
+
+
+class _TwoGeometries:
+    """Each batch's predictions at model resolution and at the published geometry.
+
+    The published frame must be exactly what the foresight node publishes: ``predict_batch(...,
+    output_size="input")``. For a model whose published frame is ``preprocess.back_to_input`` of its model-resolution
+    output, one sampling run gives both; the first batch runs both calls and checks that, and only then later
+    batches derive the published frame. Otherwise (e.g. composition at the input geometry) every batch samples
+    twice, with the same seed."""
+
+    def __init__(self, predictor: Any) -> None:
+        self.p = predictor
+        self.derive: bool | None = None  # decided on the first batch
+
+    def __call__(self, images: list[np.ndarray], texts: list[str], kw: dict) -> tuple[list, list]:
+        from frameplan_core.predictor import preprocess
+
+        at_model = self.p.predict_batch(images, texts, output_size="model", **kw)
+        derived = [preprocess.back_to_input(o, im, self.p.config.crop) for o, im in zip(at_model, images)] \
+            if self.derive is not False else []
+        if self.derive:
+            return at_model, derived
+        published = self.p.predict_batch(images, texts, output_size="input", **kw)
+        if self.derive is None:
+            self.derive = all(a.shape == b.shape and np.array_equal(a, b) for a, b in zip(derived, published))
+            log.info("published-geometry predictions: %s", "derived from the model-resolution ones (checked equal)"
+                     if self.derive else "sampled separately (they differ from the mapped model-resolution ones)")
+        return at_model, published
+
+    def describe(self) -> str:
+        if self.derive:
+            return ("preprocess.back_to_input of the model-resolution prediction (checked identical to "
+                    "predict(output_size='input') on the first batch)")
+        return "predict(output_size='input') on every batch (the published frame is not a mapped model output)"
+
+
+def _wh(hw: tuple[int, int] | list[int]) -> str:
+    return f"{hw[1]}x{hw[0]}"
+
+
 def evaluate_predictor(model: str | Path, data: str | Path, out: str | Path, split: str = "auto",
                        steps: int | None = None, text_scale: float | None = None, image_scale: float | None = None,
                        samples: int | None = None, seed: int = 0, batch_size: int = 8, max_samples: int | None = None,
                        threshold: int = metrics.DEFAULT_THRESHOLD, dilate: int = metrics.DEFAULT_DILATE,
                        device: str = "auto", predictor: Any = None,
                        progress: Callable[[int, int], None] | None = None) -> dict:
+    """Scores at two geometries, each with its copy-the-input baseline: ``published`` = the stored frames as they
+    are (a dataset converted without ``--size`` keeps the camera's frame, e.g. 320x240) against the frame the node
+    publishes; ``model_res`` = input, target and prediction at the model's resolution (the frames fitted with the
+    model's crop policy, as before v2 of this report)."""
     from frameplan_training.datasets import PairDataset
 
     from frameplan_core.predictor import FramePredictor
@@ -111,46 +178,70 @@ def evaluate_predictor(model: str | Path, data: str | Path, out: str | Path, spl
     data, out = Path(data), Path(out)
     split = held_out_split(data, split)
     p = predictor if predictor is not None else FramePredictor.from_pretrained(model, device=device)
-    res = p.config.resolution
+    res, crop = p.config.resolution, p.config.crop
     ds = PairDataset(data, split, res, res, max_bad=0)
+    params = dict(ds.reader.info.get("params") or {})
     n = len(ds) if max_samples is None else min(len(ds), max_samples)
+    predict = _TwoGeometries(p)
     t0 = time.perf_counter()
     rows: list[dict] = []
     examples: dict[str, tuple] = {}
+
+    def scores(pred, target, inp) -> dict:
+        return metrics.frame_metrics(pred, target, inp, threshold, dilate)
+
     for idx in _batches(n, batch_size):
-        items = [ds.sample(pos) for pos in idx]
-        inputs = [fit(s.input, res, p.config.crop) for _, s in items]
-        targets = [fit(s.output, res, p.config.crop) for _, s in items]
-        tasks = [str(s.meta.get("task", "")) or "unknown" for _, s in items]
-        seen = [s.edit for _, s in items]
-        unseen = [unseen_instruction(t, s.id, seed) for t, (_, s) in zip(tasks, items)]
+        items = [s for _, s in (ds.sample(pos) for pos in idx)]
+        inputs, targets = [s.input for s in items], [s.output for s in items]  # stored size: the published geometry
+        tasks = [str(s.meta.get("task", "")) or "unknown" for s in items]
+        seen = [s.edit for s in items]
+        unseen = [unseen_instruction(t, s.id, seed, s.meta) for t, s in zip(tasks, items)]
         kw = {"steps": steps, "text_scale": text_scale, "image_scale": image_scale, "seed": seed, "samples": samples}
-        preds = p.predict_batch(inputs, seen, **kw)
+        at_model, published = predict(inputs, seen, kw)
         has_u = [k for k, u in enumerate(unseen) if u]
-        preds_u = dict(zip(has_u, p.predict_batch([inputs[k] for k in has_u], [unseen[k] for k in has_u], **kw))) \
-            if has_u else {}
-        for k, (_, s) in enumerate(items):
-            row = {"id": s.id, "task": tasks[k], "instruction": seen[k],
-                   "model": metrics.frame_metrics(preds[k], targets[k], inputs[k], threshold, dilate),
-                   "baseline": metrics.frame_metrics(inputs[k], targets[k], inputs[k], threshold, dilate)}
-            if k in preds_u:
+        u_model, u_pub = predict([inputs[k] for k in has_u], [unseen[k] for k in has_u], kw) if has_u else ([], [])
+        u_model, u_pub = dict(zip(has_u, u_model)), dict(zip(has_u, u_pub))
+        for k, s in enumerate(items):
+            hw = at_model[k].shape[:2]
+            mi, mt = fit(inputs[k], hw, crop), fit(targets[k], hw, crop)
+            row = {"id": s.id, "task": tasks[k], "pairing": pairing_of(s.meta, params), "instruction": seen[k],
+                   "published_hw": list(inputs[k].shape[:2]), "model_hw": list(hw),
+                   "published": {"model": scores(published[k], targets[k], inputs[k]),
+                                 "baseline": scores(inputs[k], targets[k], inputs[k])},
+                   "model_res": {"model": scores(at_model[k], mt, mi), "baseline": scores(mi, mt, mi)}}
+            if k in u_pub:
                 row["unseen_instruction"] = unseen[k]
-                row["unseen"] = metrics.frame_metrics(preds_u[k], targets[k], inputs[k], threshold, dilate)
+                row["published"]["unseen"] = scores(u_pub[k], targets[k], inputs[k])
+                row["model_res"]["unseen"] = scores(u_model[k], mt, mi)
             rows.append(row)
-            examples.setdefault(tasks[k], (inputs[k], preds[k], targets[k]))
+            examples.setdefault(tasks[k], (inputs[k], published[k], targets[k]))
         if progress:
             progress(len(rows), n)
     if not rows:
         raise DataError(f"{data}: no samples in split {split!r}")
     seconds = time.perf_counter() - t0
-    per_task = _summaries(rows, ["model", "baseline", "unseen"])
+    keys = ["model", "baseline", "unseen"]
+    per_task = {g: _summaries(rows, keys, g) for g in GEOMETRIES}
+    kinds = sorted({r["pairing"] for r in rows})
+    per_pairing = {g: {kind: _summaries([r for r in rows if r["pairing"] == kind], keys, g) for kind in kinds}
+                   for g in GEOMETRIES}
+    sizes: dict[str, int] = {}
+    for r in rows:
+        sizes[_wh(r["published_hw"])] = sizes.get(_wh(r["published_hw"]), 0) + 1
+    model_sizes = sorted({_wh(r["model_hw"]) for r in rows})
+    geometry = {"published": {"sizes": sizes, "stored_size": params.get("size"), "from": predict.describe()},
+                "model_res": {"sizes": model_sizes, "resolution": res, "crop": crop}}
     settings = {"steps": steps or p.config.sampling.steps, "sampler": p.config.sampling.sampler,
                 "text_scale": text_scale if text_scale is not None else p.config.sampling.text_scale,
                 "image_scale": image_scale if image_scale is not None else p.config.sampling.image_scale,
                 "samples": samples if samples is not None else p.config.sampling.samples,
-                "seed": seed, "resolution": res, "threshold": threshold, "dilate": dilate}
+                "seed": seed, "resolution": res, "crop": crop, "threshold": threshold, "dilate": dilate}
     result = {"kind": "predictor", "model": str(model), "data": str(data), "split": split, "num_samples": len(rows),
-              "settings": settings, "seconds": round(seconds, 2), "per_task": per_task, "samples": rows}
+              "settings": settings, "seconds": round(seconds, 2), "geometry": geometry,
+              "dataset_pairing": {k: params[k] for k in ("pairing", "interval", "stride", "min_segment_frames")
+                                  if k in params},
+              "pairings": {kind: sum(r["pairing"] == kind for r in rows) for kind in kinds},
+              "per_task": per_task, "per_pairing": per_pairing, "samples": rows}
     _write_outputs(result, out, examples, _predictor_report(result))
     return result
 
@@ -159,24 +250,55 @@ def _samples_words(n: int) -> str:
     return "one sample" if n == 1 else f"per-pixel mean of {n} samples"
 
 
+PAIRING_WORDS = {"interval": "interval pairs (frame t → t + interval, task-level instructions)",
+                 "segment": "segment pairs (motion segment start → end, step instructions)",
+                 "unknown": "pairs of unknown kind (dataset made elsewhere)"}
+
+
 def _predictor_report(r: dict) -> str:
     s = r["settings"]
-    per_task = r["per_task"]
+    g = r["geometry"]
+    pub_sizes = ", ".join(f"{wh} ({k} samples)" for wh, k in g["published"]["sizes"].items())
+    stored = g["published"].get("stored_size")
     lines = [
         "# Frame predictor evaluation", "",
         f"- model: `{r['model']}`", (f"- data: `{r['data']}`, held-out split **{r['split']}** "
         f"({r['num_samples']} samples, episodes never used for training)"),
         (f"- sampling: {s['sampler']}, {s['steps']} steps, s_T {s['text_scale']}, s_I {s['image_scale']}, "
-        f"{_samples_words(s.get('samples', 1))}, seed {s['seed']}, {s['resolution']}² model resolution"),
+        f"{_samples_words(s.get('samples', 1))}, seed {s['seed']}, {s['resolution']}² model resolution "
+        f"({s.get('crop', 'center')} crop)"),
+        "- pairs: " + ", ".join(f"{k} {PAIRING_WORDS.get(kind, kind)}" for kind, k in r["pairings"].items())
+        + (f" (dataset converted with `--pairing {r['dataset_pairing']['pairing']}`)"
+           if r.get("dataset_pairing", {}).get("pairing") else ""),
+        f"- published geometry (width x height): {pub_sizes}; the prediction there is {g['published']['from']}",
         f"- time: {r['seconds']} s", "",
-        "## Table 2 (per task): model vs copy-the-input baseline", "",
-        ("SSIM (Wang et al.: 11x11 gaussian window, sigma 1.5) and PSNR (dB, MAX 255) over the whole frame and over the "
-        f"**changed region** (pixels whose input→target difference exceeds {s['threshold']}/255, dilated by "
-        f"{s['dilate']} px). *copy* = the input frame returned unchanged; Δ = model − copy in the changed region."), "",
-        report.main_table(per_task), "",
-        "## Instruction generalisation (same samples): seen templates vs unseen paraphrases", "",
-        report.generalisation_table(per_task), "",
     ]
+    if stored:
+        lines += [(f"**Note:** this dataset stores {stored}x{stored} centre crops (`frameplan convert --size "
+                   f"{stored}`), so the published geometry scored here is that stored crop, not the camera's full "
+                   "frame the node publishes. Convert without `--size` to score the full frame."), ""]
+    lines += [
+        ("SSIM (Wang et al.: 11x11 gaussian window, sigma 1.5) and PSNR (dB, MAX 255) over the **changed region** "
+         f"(pixels whose input→target difference exceeds {s['threshold']}/255, dilated by {s['dilate']} px) and over "
+         "the whole frame; **sharpness** = mean Sobel gradient magnitude of the prediction in the changed region ÷ "
+         "the ground truth's (1 = as sharp as the real frame; mean of per-sample ratios). *copy* = the input frame "
+         "returned unchanged; Δ = model − copy."), "",
+        "## Published geometry (the frame the node publishes, `output_size: input`), per task", "",
+        report.main_table(r["per_task"]["published"]), "",
+        (f"## Model resolution ({s['resolution']}²: input and target fitted with the model's {s.get('crop', 'center')} "
+         "crop), per task"), "",
+        report.main_table(r["per_task"]["model_res"]), "",
+    ]
+    if len(r["pairings"]) > 1:
+        lines += ["## By pairing kind (published geometry)", ""]
+        for kind in r["pairings"]:
+            lines += [f"### {PAIRING_WORDS.get(kind, kind)}", "",
+                      report.main_table(r["per_pairing"]["published"][kind]), ""]
+    lines += [("## Instruction generalisation (published geometry, same samples): seen instructions vs unseen "
+               "paraphrases"), "",
+              ("Unseen paraphrases: of the task for interval pairs, of the step for segment pairs "
+               "(`frameplan_core/data/instructions.py`)."), "",
+              report.generalisation_table(r["per_task"]["published"]), ""]
     return "\n".join(lines)
 
 
@@ -287,7 +409,10 @@ def _planner_report(r: dict) -> str:
         f"- time: {r['seconds']} s", "",
         ("Metrics are the means over frames 2–9 of each plan (frame 1 is the observed input). Changed region: "
         f"pixels of frame k that differ from frame 1 by more than {s['threshold']}/255 in the ground truth, dilated "
-        f"by {s['dilate']} px. *copy* = frame 1 repeated nine times."), "",
+        f"by {s['dilate']} px. *copy* = frame 1 repeated nine times. Sharpness = mean Sobel gradient magnitude in "
+        "the changed region, plan frame ÷ ground-truth frame. Geometry: the planner publishes its frames as they "
+        f"come out, {s['cell_size']} px cells, so its published geometry and its model resolution are the same; the "
+        f"ground-truth frames are fitted to {s['cell_size']} px cells (centre crop)."), "",
     ]
     for mode in r["modes"]:
         if mode == "unseen":

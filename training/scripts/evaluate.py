@@ -3,9 +3,11 @@
   frameplan eval predictor --model runs/predictor/model --data DATA --out eval/
   frameplan eval planner   --model runs/planner/model   --data GRIDS --out eval/
 
-Writes eval/report.md (per-task tables: SSIM/PSNR whole frame and changed region, model and baseline side by side;
-seen vs unseen instructions; per-frame-index table for the planner), eval/metrics.json and eval/comparison.png
-(rows: tasks; columns: input, generated, ground truth)."""
+Writes eval/report.md (per-task tables, model and copy-the-input baseline side by side: changed-region and
+whole-frame PSNR/SSIM and the changed-region sharpness ratio; for the predictor at the published geometry — the
+stored frame, what the node publishes — then at model resolution, and by pair kind (interval/segment); seen vs
+unseen instructions; per-frame-index table for the planner), eval/metrics.json (both geometries, per sample too)
+and eval/comparison.png (rows: tasks; columns: input, generated, ground truth)."""
 from __future__ import annotations
 
 import argparse
@@ -55,19 +57,22 @@ def run(args: argparse.Namespace) -> int:
         r = evaluation.evaluate_predictor(args.model, args.data, args.out, text_scale=args.text_scale,
                                           image_scale=args.image_scale, samples=args.samples,
                                           batch_size=args.batch_size, **common)
-        keys = ["model"]
+        geo = r["geometry"]
+        sections = [(f"published {'/'.join(geo['published']['sizes'])}", r["per_task"]["published"][evaluation.ALL],
+                     "model"),
+                    (f"model res {'/'.join(geo['model_res']['sizes'])}", r["per_task"]["model_res"][evaluation.ALL],
+                     "model")]
     else:
         r = evaluation.evaluate_planner(args.model, args.data, args.out, guidance=args.guidance, samples=args.samples,
                                         **common)
-        keys = [m for m in r["modes"] if m != "unseen"]
-    allt = r["per_task"][evaluation.ALL]
-    b = allt["baseline"]
+        sections = [(k, r["per_task"][evaluation.ALL], k) for k in r["modes"] if k != "unseen"]
     print(f"{args.kind} on {r['num_samples']} held-out samples ({r['split']} split):")
-    for k in keys:
-        m = allt[k]
-        print(f"  {k:10s} PSNR {m['psnr']:.2f} dB, changed region {m['psnr_changed']:.2f} dB "
-              f"(copy-input {b['psnr_changed']:.2f} dB); SSIM {m['ssim']:.3f}, changed {m['ssim_changed']:.3f} "
-              f"(copy-input {b['ssim_changed']:.3f})")
+    for label, allt, k in sections:
+        m, b = allt[k], allt["baseline"]
+        print(f"  {label}: changed region PSNR {m['psnr_changed']:.2f} dB (copy-input {b['psnr_changed']:.2f}), "
+              f"SSIM {m['ssim_changed']:.3f} (copy-input {b['ssim_changed']:.3f}); whole frame PSNR {m['psnr']:.2f} "
+              f"dB (copy-input {b['psnr']:.2f}); sharpness {m['sharpness_changed']:.2f} "
+              f"(copy-input {b['sharpness_changed']:.2f})")
     out = Path(args.out)
     print(f"report: {out / 'report.md'}\nmetrics: {out / 'metrics.json'}\nfigure: {out / 'comparison.png'}")
     return 0
