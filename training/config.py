@@ -11,8 +11,8 @@ from typing import Literal
 from frameplan_core import config as cfgmod
 from frameplan_core.errors import ConfigError
 
-Kind = Literal["predictor", "planner", "vae"]
-KINDS: tuple[str, ...] = ("predictor", "planner", "vae")
+Kind = Literal["predictor", "planner", "vae", "policy"]
+KINDS: tuple[str, ...] = ("predictor", "planner", "vae", "policy")
 
 
 @dataclass
@@ -207,10 +207,17 @@ class PlannerTrainConfig(TrainConfig):
 @dataclass
 class VAETrainConfig(TrainConfig):
     """Reconstruction training of the tiny ÷8 AutoencoderKL on simulated frames (no perceptual/GAN term):
-    L1 + ``mse_weight`` x MSE on pixels in [-1, 1] plus ``kl_weight`` x KL of the posterior."""
+    L1 + ``mse_weight`` x MSE on pixels in [-1, 1] plus ``kl_weight`` x KL of the posterior.
+
+    train_encoder: False trains the decoder only: the latents (and the scaling factor) stay exactly as they were, so
+        a predictor or planner trained on this VAE's latents keeps working and only decodes sharper.
+    crop: how frames are mapped onto the square (``center``, ``resize`` = the whole field of view, ``pad``); None
+        keeps the owner model's own."""
 
     kl_weight: float = 1e-6
     mse_weight: float = 1.0
+    train_encoder: bool = True
+    crop: Literal["center", "resize", "pad"] | None = None
     lr: float = 4e-4
     warmup_steps: int = 100
     ema_decay: float = 0.0
@@ -219,12 +226,87 @@ class VAETrainConfig(TrainConfig):
         super().__post_init__()
         if self.kl_weight < 0 or self.mse_weight < 0:
             raise ConfigError("kl_weight and mse_weight must be >= 0")
+        if self.crop not in (None, "center", "resize", "pad"):
+            raise ConfigError(f"crop={self.crop!r}: expected center, resize, pad or null")
+
+
+@dataclass
+class PolicyTrainConfig(TrainConfig):
+    """Behaviour cloning of the goal-conditioned policy (frameplan_core.policy) on collected episodes with hindsight
+    goals; the same run with ``goal: false`` trains the no-foresight baseline on the same data.
+
+    model: ``tiny`` (random start) or a saved policy folder to continue (its goal/chunk/action must match).
+    goal: goal frame stacked on the input (False = the no-foresight baseline).
+    chunk: future commands predicted per step; action: ``delta`` (joint targets relative to the measured joints) or
+        ``absolute`` (PolicyConfig); interval: hindsight goals are 1..interval saved frames ahead (uniform), or the
+        end of the current step's segment with probability ``segment_prob``; validation uses exactly ``interval``.
+    image_size: the policy's input side (frames squeezed whole: ``crop`` resize); crop_res is kept equal to it.
+    cache: where the uint8 frame cache is built when --data holds RoboTwin episodes (default ``<out>/data``); a
+        second run (the baseline) pointed at the same cache reuses it. --data may also be a cache folder itself.
+    val_fraction: episodes per task held out for the validation loss (by episode).
+    tasks: train on these tasks only (None = every task in the data).
+    shift: random translation of each image by up to this many pixels (pad by edge replication, then crop).
+    goal_blur_prob: the goal frame is blurred (sigma 0.5-1.5 px) with this probability, so predicted (smoother)
+        goals are not out of distribution. state_noise: Gaussian noise (rad) added to the input joint angles.
+    gripper_loss_weight: weight of the gripper BCE beside the smooth-L1 of the normalised joint actions.
+    """
+
+    model: str = "tiny"
+    goal: bool = True
+    chunk: int = 8
+    action: Literal["delta", "absolute"] = "delta"
+    interval: int = 50
+    segment_prob: float = 0.2
+    camera: str = "head_camera"
+    crop: Literal["center", "resize", "pad"] = "resize"
+    cache: str | None = None
+    val_fraction: float = 0.1
+    tasks: list[str] | None = None
+    shift: int = 4
+    goal_blur_prob: float = 0.3
+    state_noise: float = 0.01
+    gripper_loss_weight: float = 1.0
+    image_size: int = 96
+    crop_res: int = 96
+    crop_min_scale: float = 1.0
+    color_jitter: float = 0.1
+    batch_size: int = 64
+    lr: float = 3e-4
+    warmup_steps: int = 500
+    weight_decay: float = 1e-4
+    ema_decay: float = 0.999
+    max_epochs: int = 1000
+    max_steps: int = 20000
+    val_every_n_steps: int = 1000
+    limit_val_batches: int = 20
+    sample_every_n_steps: int = 2000
+    checkpoint_every_n_steps: int = 1000
+    export_fp16: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.crop_res != self.image_size:
+            raise ConfigError(f"crop_res={self.crop_res}: the policy takes whole frames; set it equal to image_size="
+                              f"{self.image_size} (or leave it out)")
+        if self.image_size % 16 or not 32 <= self.image_size <= 512:
+            raise ConfigError(f"image_size={self.image_size}: must be a multiple of 16 in [32, 512]")
+        for name in ("chunk", "interval"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}={getattr(self, name)}: must be >= 1")
+        for name in ("segment_prob", "goal_blur_prob"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"{name}={getattr(self, name)}: a probability, must be in [0, 1]")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ConfigError(f"val_fraction={self.val_fraction}: must be in [0, 1)")
+        if self.shift < 0 or self.state_noise < 0 or self.gripper_loss_weight < 0:
+            raise ConfigError("shift, state_noise and gripper_loss_weight must be >= 0")
 
 
 CONFIG_CLASSES: dict[str, type[TrainConfig]] = {
     "predictor": PredictorTrainConfig,
     "planner": PlannerTrainConfig,
     "vae": VAETrainConfig,
+    "policy": PolicyTrainConfig,
 }
 
 

@@ -58,6 +58,14 @@ def _split_key(key: Any) -> tuple[int, int | None]:
     return int(key), None
 
 
+def _with_seed(item: dict[str, Any], seed: int | None) -> dict[str, Any]:
+    """The item with its augmentation seed as ``seed`` (training items only): the modules seed the sample's
+    noise from it, so a sample draws the same noise on whichever rank, and in whichever batch, it lands."""
+    if seed is not None:
+        item["seed"] = seed
+    return item
+
+
 class _FolderItems(Dataset):
     """Common part: a FolderDataset reader restricted to readable samples, with skip-and-report."""
 
@@ -117,17 +125,19 @@ class PairDataset(_FolderItems):
         rng = np.random.default_rng(seed) if seed is not None else None
         a, b = paired_augment([s.input, s.output], rng, self.image_size, self.crop_res, self.crop_min_scale,
                               self.flip_prob, self.jitter, self.policy)
-        return {"input": to_tensor(a), "target": to_tensor(b), "text": self.instruction_override.get(i, s.edit),
-                "index": i, "task": str(s.meta.get("task", ""))}
+        return _with_seed({"input": to_tensor(a), "target": to_tensor(b),
+                           "text": self.instruction_override.get(i, s.edit), "index": i,
+                           "task": str(s.meta.get("task", ""))}, seed)
 
 
 class FrameDataset(_FolderItems):
     """Every input and target frame of an IP2P dataset as a single image (VAE training): {"image", "index"}."""
 
     def __init__(self, root, split: str | None, image_size: int, crop_res: int, crop_min_scale: float = 1.0,
-                 flip_prob: float = 0.0, jitter: float = 0.0, max_bad: int = 10, verify: bool = True) -> None:
+                 flip_prob: float = 0.0, jitter: float = 0.0, max_bad: int = 10, verify: bool = True,
+                 policy: CropPolicy = "center") -> None:
         super().__init__(root, split, max_bad, verify)
-        self.image_size, self.crop_res = image_size, crop_res
+        self.image_size, self.crop_res, self.policy = image_size, crop_res, policy
         self.crop_min_scale, self.flip_prob, self.jitter = crop_min_scale, flip_prob, jitter
 
     def __len__(self) -> int:
@@ -138,8 +148,8 @@ class FrameDataset(_FolderItems):
         i, s = self.sample(pos // 2)
         rng = np.random.default_rng(seed) if seed is not None else None
         (img,) = paired_augment([s.output if pos % 2 else s.input], rng, self.image_size, self.crop_res,
-                                self.crop_min_scale, self.flip_prob, self.jitter)
-        return {"image": to_tensor(img), "index": i}
+                                self.crop_min_scale, self.flip_prob, self.jitter, self.policy)
+        return _with_seed({"image": to_tensor(img), "index": i}, seed)
 
 
 def trajectory_from_meta(meta: dict, cell: int) -> np.ndarray | None:
@@ -208,9 +218,9 @@ class GridSampleDataset(_FolderItems):
         if mode in ("both", "trajectory"):
             first = draw_trajectory(first, traj, thickness=self.thickness)
         text = self.instruction_override.get(i, s.edit) if mode in ("both", "text") else ""
-        return {"source": to_tensor(grid.source_grid(first)), "target": to_tensor(grid.compose(frames)),
-                "text": text, "mode": mode, "index": i, "task": str(s.meta.get("task", "")),
-                "has_trajectory": traj is not None}
+        return _with_seed({"source": to_tensor(grid.source_grid(first)), "target": to_tensor(grid.compose(frames)),
+                           "text": text, "mode": mode, "index": i, "task": str(s.meta.get("task", "")),
+                           "has_trajectory": traj is not None}, seed)
 
 
 def grid_example(ds: GridSampleDataset, pos: int) -> dict[str, Any]:

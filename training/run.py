@@ -23,13 +23,14 @@ from frameplan_training.config import (
 )
 
 from frameplan_core import atomic
-from frameplan_core.errors import ConfigError, DataError, one_line
+from frameplan_core.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
 # fields that must not change between a run and its resume (they define the model or the data order)
 RESUME_INVARIANTS = ("model", "vae_from", "target", "crop", "condition", "seed", "batch_size", "image_size", "crop_res",
-                     "train_base", "adapter_name", "lora_rank", "lora_alpha")
+                     "train_base", "train_encoder", "adapter_name", "lora_rank", "lora_alpha",
+                     "goal", "chunk", "action", "camera")
 
 
 @dataclass
@@ -42,6 +43,7 @@ class TrainResult:
     metrics: dict[str, float] = field(default_factory=dict)
     samples: list[Path] = field(default_factory=list)
     module: Any = None
+    rank: int = 0  # global rank of this process; only rank 0 writes the model, summary, samples and checkpoints
 
 
 def build_module(kind: str, cfg: TrainConfig, device: str = "cpu"):
@@ -61,6 +63,12 @@ def build_module(kind: str, cfg: TrainConfig, device: str = "cpu"):
 
         assert isinstance(cfg, VAETrainConfig)
         return VAEModule(cfg, load_vae_owner(cfg, device))
+    if kind == "policy":
+        from frameplan_training.config import PolicyTrainConfig
+        from frameplan_training.policy_module import PolicyModule, load_policy
+
+        assert isinstance(cfg, PolicyTrainConfig)
+        return PolicyModule(cfg, load_policy(cfg, device))
     raise ConfigError(f"unknown model family {kind!r}")
 
 
@@ -75,13 +83,18 @@ def dataset_factory(kind: str, cfg: TrainConfig, data: Path, module=None):
             return D.PairDataset(data, split, cfg.image_size, cfg.crop_res, cfg.crop_min_scale, cfg.flip_prob,
                                  cfg.color_jitter, policy=policy, **common)
         if kind == "vae":
+            policy = module.predictor.config.crop if module is not None else (cfg.crop or "center")
             return D.FrameDataset(data, split, cfg.image_size, cfg.crop_res, cfg.crop_min_scale, cfg.flip_prob,
-                                  cfg.color_jitter, **common)
+                                  cfg.color_jitter, policy=policy, **common)
         if kind == "planner":
             c: PlannerTrainConfig = cfg  # type: ignore[assignment]
             thickness = module.planner.config.thickness if module is not None else max(1, cfg.crop_res // 64)
             return D.GridSampleDataset(data, split, cfg.crop_res, cfg.color_jitter, c.drop_text_prob,
                                        c.drop_trajectory_prob, c.drop_both_prob, thickness, **common)
+        if kind == "policy":
+            from frameplan_training.policy_module import PolicyDataset
+
+            return PolicyDataset(data, split, cfg, augment)  # type: ignore[arg-type]
         raise ConfigError(f"unknown model family {kind!r}")
 
     return make
@@ -132,48 +145,17 @@ def make_trainer(cfg: TrainConfig, out: Path, extra_callbacks: list | None = Non
 
 
 def read_checkpoint(ckpt_path: Path, flag: str) -> tuple[dict, dict]:
-    """(the checkpoint, its frameplan_config); errors name the command-line flag and the file.
-
-    Loaded with torch's weights-only unpickler: a checkpoint is a pickle, and a crafted one runs code when it is
-    loaded the ordinary way. Lightning 2.x and our ``on_save_checkpoint`` write only tensors, numbers, strings and
-    containers (checked for all three model kinds), so no extra type is allowed: anything else is refused."""
-    import pickle
-
-    import torch
-
-    from frameplan_core.errors import ModelError
+    """(the checkpoint, its frameplan_config); errors name the command-line flag and the file. Weights-only
+    (frameplan_core.torchfile): a crafted checkpoint is refused instead of running its code."""
+    from frameplan_core import torchfile
 
     if not ckpt_path.is_file():
         raise ConfigError(f"{flag} {ckpt_path}: checkpoint file not found")
-    try:
-        state = torch.load(str(ckpt_path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        calls = _unsafe_globals(ckpt_path, str(exc))
-        if calls:
-            raise ModelError(f"{flag} {ckpt_path}: refused: loading it would call {', '.join(calls[:5])}; only "
-                             "checkpoints of tensors and plain values are loaded (what frameplan train writes)") from None
-        raise ModelError(f"{flag} {ckpt_path}: cannot read the checkpoint (UnpicklingError: "
-                         f"{one_line(exc, 200)})") from None
-    except Exception as exc:  # noqa: BLE001 - torch raises many types for a damaged file
-        raise ModelError(f"{flag} {ckpt_path}: cannot read the checkpoint ({type(exc).__name__}: "
-                         f"{one_line(exc, 200)})") from None
+    state = torchfile.load(ckpt_path, f"{flag} {ckpt_path}")
     saved = state.get("frameplan_config") if isinstance(state, dict) else None
     if saved is None:
         raise ConfigError(f"{flag} {ckpt_path}: not a frameplan training checkpoint (no frameplan_config)")
     return state, saved
-
-
-def _unsafe_globals(ckpt_path: Path, message: str) -> list[str]:
-    """What a refused checkpoint's pickle would have imported and called (read without running it)."""
-    import re
-
-    import torch
-
-    try:
-        found = list(torch.serialization.get_unsafe_globals_in_checkpoint(str(ckpt_path)))
-    except Exception:  # noqa: BLE001 - not a zip checkpoint, or an older torch: the error names the first one
-        found = []
-    return found or re.findall(r"GLOBAL ([\w.]+)", message)[:1]
 
 
 def check_resume(cfg: TrainConfig, ckpt_path: Path) -> None:
@@ -192,9 +174,9 @@ def export_checkpoint(kind: str, ckpt: str | Path, out: str | Path, ema: bool = 
     from frameplan_core.errors import ModelError
     from frameplan_training.config import CONFIG_CLASSES
 
-    if kind not in ("predictor", "planner"):
-        raise ConfigError(f"export {kind}: only predictor and planner checkpoints can be exported this way (the VAE's "
-                          "scaling factor is measured on its training data at the end of `frameplan train vae`)")
+    if kind not in ("predictor", "planner", "policy"):
+        raise ConfigError(f"export {kind}: only predictor, planner and policy checkpoints can be exported this way "
+                          "(the VAE's scaling factor is measured on its training data at the end of `frameplan train vae`)")
     ckpt, out = Path(ckpt), Path(out)
     if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):
         what = "folder exists and is not empty" if out.is_dir() else "exists and is not a folder"
@@ -231,6 +213,26 @@ def epoch_limit_warning(cfg: TrainConfig, num_train: int, world_size: int = 1) -
             f"{cfg.max_epochs}; raise max_epochs (--set max_epochs=N) for a longer run")
 
 
+def quiet_other_ranks(rank: int | None = None) -> None:
+    """On every DDP rank but 0, show only warnings and errors of frameplan and no library progress bars, so a run
+    on N processes prints its info and its model-loading bars once. ``rank`` None: the rank the launcher put in
+    the environment (torchrun RANK, Lightning's LOCAL_RANK for its own child processes, SLURM_PROCID), read by
+    Lightning; once the Trainer exists its global rank is passed."""
+    if rank is None:
+        from lightning.pytorch.utilities import rank_zero_only
+
+        rank = int(getattr(rank_zero_only, "rank", 0) or 0)
+    if rank == 0:
+        return
+    for name in ("frameplan", "frameplan_core", "frameplan_training"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    import diffusers.utils.logging
+    import transformers.utils.logging
+
+    transformers.utils.logging.disable_progress_bar()
+    diffusers.utils.logging.disable_progress_bar()
+
+
 def latest_checkpoint(out: Path) -> Path | None:
     ckpts = sorted((out / "checkpoints").glob("step=*.ckpt"))
     return ckpts[-1] if ckpts else None
@@ -239,6 +241,7 @@ def latest_checkpoint(out: Path) -> Path | None:
 def train(kind: str, cfg: TrainConfig, data: str | Path, out: str | Path, resume: str | Path | None = None,
           export: bool = True, extra_callbacks: list | None = None, **trainer_overrides: Any) -> TrainResult:
     """Run one training; ``resume`` = a checkpoint path or ``auto`` (latest in ``out/checkpoints``)."""
+    import inspect
     import warnings
 
     import lightning as L
@@ -252,7 +255,10 @@ def train(kind: str, cfg: TrainConfig, data: str | Path, out: str | Path, resume
     data, out = Path(data), Path(out)
     if not data.is_dir():
         raise DataError(f"--data {data}: dataset folder not found")
-    out.mkdir(parents=True, exist_ok=True)
+    if kind == "policy":  # episodes -> the policy's frame cache (built once, refreshed as a collection grows)
+        from frameplan_training.policy_module import prepare_data
+
+        data = prepare_data(cfg, data, out)  # type: ignore[arg-type]
     ckpt_path: Path | None = None
     if resume == "auto":
         ckpt_path = latest_checkpoint(out)
@@ -265,29 +271,39 @@ def train(kind: str, cfg: TrainConfig, data: str | Path, out: str | Path, resume
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=False)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    atomic.write_text(out / "config.yaml", yaml.safe_dump({"kind": kind, **dataclasses.asdict(cfg)}, sort_keys=False))
-
+    quiet_other_ranks()
     module = build_module(kind, cfg)
-    dm = FolderDataModule(data, dataset_factory(kind, cfg, data, module), cfg.batch_size, cfg.seed, cfg.num_workers)
+    dm = FolderDataModule(data, dataset_factory(kind, cfg, data, module), cfg.batch_size, cfg.seed, cfg.num_workers,
+                          val_batches=cfg.limit_val_batches or None)
+    dm.setup("fit")  # an empty or unconverted dataset is refused here, before anything is written to --out
+    out.mkdir(parents=True, exist_ok=True)
     trainer, _, samples_cb = make_trainer(cfg, out, extra_callbacks, **trainer_overrides)
-    dm.setup("fit")
+    quiet_other_ranks(trainer.global_rank)
+    if trainer.is_global_zero:  # every DDP process runs this function; one writes
+        atomic.write_text(out / "config.yaml", yaml.safe_dump({"kind": kind, **dataclasses.asdict(cfg)},
+                                                              sort_keys=False))
     warning = epoch_limit_warning(cfg, len(dm.train_set), trainer.world_size)
     if warning:
         log.warning("%s", warning)
     t0 = time.perf_counter()
-    # Lightning loads the checkpoint again: weights-only too (read_checkpoint refused anything else already)
-    trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=True)
+    # Lightning loads the checkpoint again: weights-only too where it can (2.6+; read_checkpoint has refused
+    # anything else already)
+    safe = {"weights_only": True} if "weights_only" in inspect.signature(trainer.fit).parameters else {}
+    trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt_path) if ckpt_path else None, **safe)
     seconds = time.perf_counter() - t0
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
     model_dir = None
+    trainer.strategy.barrier("frameplan-export")  # all ranks done (rank 0's last checkpoint and samples written)
     if export and trainer.is_global_zero:
-        model_dir = module.export(out / "model")
+        model_dir = module.export(out / "model")  # EMA weights, identical on every rank
+    trainer.strategy.barrier("frameplan-exported")  # no rank returns before the model folder exists
     result = TrainResult(out, model_dir, sorted((out / "checkpoints").glob("*.ckpt")), trainer.global_step, seconds,
-                         metrics, list(samples_cb.written), module)
+                         metrics, list(samples_cb.written), module, trainer.global_rank)
     if trainer.is_global_zero:
         atomic.write_json(out / "train_summary.json", {
             "kind": kind, "data": str(data), "global_step": trainer.global_step, "epochs": trainer.current_epoch,
-            "seconds": round(seconds, 2), "device": str(module.device), "precision": cfg.precision,
+            "seconds": round(seconds, 2), "device": str(module.device), "world_size": trainer.world_size,
+            "precision": cfg.precision,
             "resumed_from": str(ckpt_path) if ckpt_path else None, "metrics": metrics,
             "model_dir": str(model_dir) if model_dir else None, "config": dataclasses.asdict(cfg)})
     return result

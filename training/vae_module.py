@@ -29,6 +29,8 @@ def load_vae_owner(cfg: VAETrainConfig, device: str = "cpu"):
         from frameplan_training.base_module import replace_vae
 
         replace_vae(p, cfg.vae_from)
+    if cfg.crop:
+        p.config.crop = cfg.crop
     return p
 
 
@@ -38,14 +40,19 @@ class VAEModule(FrameplanModule):
         self.vae = predictor.vae
         self.predictor = predictor
         self.vae.requires_grad_(True)
+        if not cfg.train_encoder:  # decoder only: the latent space the diffusion models learned stays as it is
+            self.vae.encoder.requires_grad_(False)
+            if self.vae.quant_conv is not None:
+                self.vae.quant_conv.requires_grad_(False)
         if cfg.gradient_checkpointing:
             self.vae.enable_gradient_checkpointing()
         self.vae.train()
 
     def trainable_named_parameters(self):
-        return [(f"vae.{n}", p) for n, p in self.vae.named_parameters()]
+        return [(f"vae.{n}", p) for n, p in self.vae.named_parameters() if p.requires_grad]
 
-    def compute_loss(self, batch: dict, generator: torch.Generator, train: bool) -> tuple[torch.Tensor, dict]:
+    def compute_loss(self, batch: dict, generator: torch.Generator | list[torch.Generator],
+                     train: bool) -> tuple[torch.Tensor, dict]:
         c: VAETrainConfig = self.cfg
         x = batch["image"]
         post = self.vae.encode(x).latent_dist
@@ -94,11 +101,12 @@ class VAEModule(FrameplanModule):
 
         self.vae.eval()
         with self.ema_applied():
-            std = self.latent_std()
-            scale = 1.0 / max(std, 1e-6)
-            self.vae.register_to_config(scaling_factor=scale)
+            if self.cfg.train_encoder:
+                std = self.latent_std()
+                scale = 1.0 / max(std, 1e-6)
+                self.vae.register_to_config(scaling_factor=scale)
+                log.info("VAE latent std %.4f -> scaling_factor %.5f", std, scale)
             self.predictor.config.vae = dict(self.vae.config)
-            log.info("VAE latent std %.4f -> scaling_factor %.5f", std, scale)
             out = self.predictor.save_pretrained(folder)
         if self.cfg.export_fp16:
             to_fp16_where_safe(out)

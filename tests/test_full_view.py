@@ -96,3 +96,29 @@ def test_training_crop_sets_the_model_policy():
     assert load_predictor(cfg).config.crop == "resize"
     with pytest.raises(ConfigError, match="crop"):
         PredictorTrainConfig(crop="squash", max_steps=1)
+
+
+def test_vae_decoder_only_keeps_the_latent_space(tmp_path):
+    """train_encoder=false: the encoder, quant conv and scaling factor stay bit-identical; the decoder trains."""
+    import torch
+    from frameplan_training import run
+    from frameplan_training.config import load_train_config
+    from frameplan_training.synthetic import write_ip2p
+
+    data = write_ip2p(tmp_path / "ip2p")
+    tiny = ["image_size=40", "crop_res=32", "batch_size=4", "accelerator=cpu", "val_every_n_epochs=0",
+            "sample_every_n_steps=0", "log_every_n_steps=1", "checkpoint_every_n_steps=1000"]
+    first = run.train("vae", load_train_config("vae", None, tiny + ["max_steps=2"]), data, tmp_path / "v1",
+                      enable_progress_bar=False)
+    cfg = load_train_config("vae", None, tiny + ["max_steps=3", f"model={first.model_dir}", "train_encoder=false",
+                                                 "crop=resize", "lr=1e-2", "warmup_steps=1", "export_fp16=false"])
+    second = run.train("vae", cfg, data, tmp_path / "v2", enable_progress_bar=False)
+    before = FramePredictor.from_pretrained(first.model_dir, device="cpu", dtype="float32")
+    after = FramePredictor.from_pretrained(second.model_dir, device="cpu", dtype="float32")
+    assert after.config.crop == "resize"
+    a, b = before.vae.state_dict(), after.vae.state_dict()
+    enc = [k for k in a if k.startswith(("encoder.", "quant_conv."))]
+    dec = [k for k in a if k.startswith(("decoder.", "post_quant_conv."))]
+    assert enc and all(torch.equal(a[k].float(), b[k].float()) for k in enc)
+    assert any(not torch.equal(a[k].float(), b[k].float()) for k in dec)
+    assert after.vae.config.scaling_factor == before.vae.config.scaling_factor
