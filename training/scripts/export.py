@@ -11,7 +11,7 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("kind", choices=("predictor", "planner"), help="model family the checkpoint belongs to")
+    parser.add_argument("kind", choices=("predictor", "planner", "policy"), help="model family the checkpoint belongs to")
     parser.add_argument("--checkpoint", required=True, metavar="CKPT", help="a checkpoints/step=N.ckpt of a run")
     parser.add_argument("--out", required=True, help="model folder to write")
     parser.add_argument("--raw", action="store_true", help="export the raw weights instead of the EMA weights")

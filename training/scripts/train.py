@@ -3,6 +3,7 @@
   frameplan train predictor --config config/train_predictor.yaml --data DATA --out runs/predictor [--set k=v ...]
   frameplan train planner   --config config/train_planner.yaml   --data GRIDS --out runs/planner
   frameplan train vae       --config config/train_vae.yaml       --data DATA --out runs/vae
+  frameplan train policy    --config config/train_policy.yaml    --data data/sim --out runs/policy [--set goal=false]
 
 The embedded tiny models are trained in this order: ``vae`` (the ÷8 VAE, no pretrained one exists offline), then
 ``predictor`` and ``planner`` with ``--set vae_from=runs/vae/model``. ``--resume CKPT`` (or ``--resume auto``)
@@ -11,14 +12,14 @@ from __future__ import annotations
 
 import argparse
 
-KINDS = ("predictor", "planner", "vae")
+KINDS = ("predictor", "planner", "vae", "policy")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("kind", choices=KINDS, help="model family to train")
     parser.add_argument("--config", default=None, help="training YAML (default: config/train_<kind>.yaml if present)")
     parser.add_argument("--data", required=True, help="dataset folder written by `frameplan convert` (ip2p for "
-                        "predictor/vae, grid for planner)")
+                        "predictor/vae, grid for planner; for policy: RoboTwin episodes, cached as frames once, or such a cache)")
     parser.add_argument("--out", required=True, help="run folder (checkpoints/, logs/, samples/, model/)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config field, e.g. --set lr=3e-4 --set max_steps=2000 (repeatable)")
