@@ -170,7 +170,7 @@ def evaluate_predictor(model: str | Path, data: str | Path, out: str | Path, spl
     """Scores at two geometries, each with its copy-the-input baseline: ``published`` = the stored frames as they
     are (a dataset converted without ``--size`` keeps the camera's frame, e.g. 320x240) against the frame the node
     publishes; ``model_res`` = input, target and prediction at the model's resolution (the frames fitted with the
-    model's crop policy, as before v2 of this report)."""
+    model's crop policy: the only numbers this report gave before the published geometry was added)."""
     from frameplan_training.datasets import PairDataset
 
     from frameplan_core.predictor import FramePredictor
