@@ -154,11 +154,13 @@ class PolicyModule(FrameplanModule):
         if dm is None or dm.train_set is None:
             raise DataError("policy training: no training data to measure the normalisation on")
         self.set_stats(dm.train_set.samples.stats())
+        self.policy.config.task_frames = dm.train_set.samples.task_frames()
         log.info("policy normalisation measured on %d training frames", len(dm.train_set))
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         super().on_save_checkpoint(checkpoint)
         checkpoint["policy_stats"] = self.stats_dict()
+        checkpoint["policy_task_frames"] = dict(self.policy.config.task_frames)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         super().on_load_checkpoint(checkpoint)
@@ -166,6 +168,7 @@ class PolicyModule(FrameplanModule):
         if not stats:
             raise ModelError("checkpoint has no policy_stats (not a policy checkpoint?)")
         self.set_stats(stats)
+        self.policy.config.task_frames = {str(k): float(v) for k, v in checkpoint.get("policy_task_frames", {}).items()}
 
     # ------------------------------------------------------------ training
     def trainable_named_parameters(self):

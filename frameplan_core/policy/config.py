@@ -39,6 +39,8 @@ class PolicyConfig:
         default goal horizon.
     stats: normalisation measured on the training split (filled by training): ``state_mean``/``state_std`` (16,),
         ``action_mean``/``action_std`` (chunk, 16; gripper entries unused).
+    task_frames: mean expert episode length per task in the training split (saved frames); rollouts derive their
+        step limit and plan-following budgets from it.
     """
 
     name: str = "tiny"
@@ -55,6 +57,7 @@ class PolicyConfig:
     hidden: int = 512
     interval: int = 50
     stats: dict[str, Any] = field(default_factory=dict)
+    task_frames: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not 32 <= self.image_size <= 512 or self.image_size % 16:

@@ -306,6 +306,13 @@ class PolicySamples:
         return Sample(frame=np.asarray(self.arrays["frames"][s + t]), goal=np.asarray(self.arrays["frames"][s + g]),
                       state=state, action=action_targets(command, state, self.action), task=ep["task"], t=t, goal_t=g)
 
+    def task_frames(self) -> dict[str, float]:
+        """Mean episode length (saved frames) per task."""
+        lengths: dict[str, list[int]] = {}
+        for e in self.episodes:
+            lengths.setdefault(e["task"], []).append(e["length"])
+        return {t: round(float(np.mean(v)), 1) for t, v in sorted(lengths.items())}
+
     def stats(self) -> dict[str, list]:
         """Normalisation over these samples: state mean/std (16,), action mean/std (chunk, 16), computed
         vectorised over every frame (std floored so constant entries stay finite)."""
