@@ -2,7 +2,9 @@
 
 Each pickle is the dict RoboTwin writes: ``observation`` -> camera -> {rgb (H,W,3) uint8, depth (H,W) float64 mm,
 intrinsic_cv 3x3, extrinsic_cv 3x4, cam2world_gl 4x4}; ``pointcloud`` (N,6) or []; ``joint_action`` (14,)
-[6 left joints, left gripper, 6 right joints, right gripper]; ``endpose`` (14,).
+[6 left joints, left gripper, 6 right joints, right gripper]; ``endpose`` (14,). Our simulator adds two (16,)
+vectors per frame, both arms' 7 joints + gripper: ``joint_state_full`` (measured) and ``joint_command_full`` (the
+commanded targets, gripper command in [0, 1]: what a replay sends); episodes from other sources lack them.
 
 Episodes can hold thousands of frames, so the reader opens one pickle at a time. The writer builds the episode in
 a hidden ``.partial`` directory and renames it into place, so a crashed collection never leaves an episode that a
@@ -31,6 +33,8 @@ CAMERAS = ("head_camera", "front_camera", "left_camera", "right_camera")
 # RoboTwin camera types (task_config/_camera_config.yml); longest first so "Large_D435" wins over "D435".
 CAMERA_TYPES = ("Large_D435", "Large_L515", "D435", "L515")
 JOINT_DIM = 14
+FULL_DIM = 16  # joint_state_full / joint_command_full: per arm 7 joints + gripper, left arm first
+FULL_KEYS = ("joint_state_full", "joint_command_full")
 _CAMERA_MATRICES = {"intrinsic_cv": (3, 3), "extrinsic_cv": (3, 4), "cam2world_gl": (4, 4)}
 _EPISODE_RE = re.compile(r"^episode(\d+)$")
 _FRAME_RE = re.compile(r"^(\d+)\.pkl$")
@@ -121,6 +125,9 @@ def validate_frame(frame: Any, where: str, joint_dim: int | None = JOINT_DIM) ->
             raise DataError(f"{where}: joint_action: expected shape ({joint_dim},), got {arr.shape}")
         if joint_dim is not None and key == "endpose" and arr.shape != (JOINT_DIM,):
             raise DataError(f"{where}: endpose: expected shape ({JOINT_DIM},), got {arr.shape}")
+    for key in FULL_KEYS:  # optional (our simulator's episodes)
+        if key in frame:
+            _check_array(frame[key], f"{where}: {key}", shape=(FULL_DIM,), kinds="fi")
     pc = frame.get("pointcloud", [])
     if isinstance(pc, list):
         if pc:
@@ -299,6 +306,13 @@ class EpisodeWriter:
 
 # ----------------------------------------------------------------------------------------------- reader
 
+FULL_KEY_GAP = {
+    "joint_command_full": "the episode predates the 16 commanded joint/gripper targets that a replay needs "
+                          "(RoboTwin's 14-d joint_action lacks joint 7 and holds the measured gripper opening, so it "
+                          "does not replay); collect it again with `frameplan collect`",
+    "joint_state_full": "the measured 16-d joint state is recorded only by `frameplan collect`",
+}
+
 class EpisodeReader:
     """What every episode reader offers (RoboTwin 1.0 pickles, RoboTwin 2.0 hdf5)."""
 
@@ -343,6 +357,44 @@ class EpisodeReader:
 
     def joint_action(self, i: int) -> np.ndarray:
         return np.asarray(self.frame(i)["joint_action"], dtype=np.float64)
+
+    def _full(self, i: int, key: str) -> np.ndarray:
+        frame = self.frame(i)
+        if key not in frame:
+            raise DataError(f"{self.path}: frame {i} has no {key!r}: {FULL_KEY_GAP[key]}")
+        return np.asarray(frame[key], dtype=np.float64)
+
+    def joint_command(self, i: int) -> np.ndarray:
+        """(16,) commanded targets of frame ``i``: left joints 1..7 (rad), left gripper command in [0, 1], right
+        joints 1..7, right gripper. DataError naming the episode when it was recorded without them."""
+        return self._full(i, "joint_command_full")
+
+    def joint_state_full(self, i: int) -> np.ndarray:
+        """(16,) measured joints of frame ``i`` in the layout of ``joint_command``."""
+        return self._full(i, "joint_state_full")
+
+    def joint_commands(self) -> np.ndarray:
+        """(frames, 16) every frame's commanded targets (reads every frame); DataError when any frame lacks them."""
+        return self.full_vectors(require=("joint_command_full",))["joint_command_full"]
+
+    def full_vectors(self, require: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+        """{key: (frames, 16)} for each of ``joint_state_full`` / ``joint_command_full`` that every frame has, read in
+        one pass; DataError naming the episode and the first frame without a key in ``require``."""
+        cols: dict[str, list] = {k: [] for k in FULL_KEYS}
+        for i in range(len(self)):
+            frame = self.frame(i)
+            for key in list(cols):
+                if key in frame:
+                    cols[key].append(np.asarray(frame[key], dtype=np.float64))
+                elif key in require:
+                    raise DataError(f"{self.path}: frame {i} has no {key!r}: {FULL_KEY_GAP[key]}")
+                else:
+                    del cols[key]
+        return {k: np.stack(v) for k, v in cols.items()}
+
+    def has_joint_commands(self) -> bool:
+        """Whether the episode records the full commands a replay needs (checks the first and the last frame)."""
+        return all("joint_command_full" in self.frame(i) for i in {0, len(self) - 1})
 
     def validate(self) -> None:
         """Read every frame (the lazy accessors only check what they touch)."""

@@ -9,7 +9,8 @@ Layout as RoboTwin 2.0 collects it: ``<task>/<config>/data/episode<N>.hdf5`` wit
 (``left_endpose``, ``left_gripper``, ``right_endpose``, ``right_gripper``); plain stacked datasets are accepted too.
 
 The reader exposes the same interface as the 1.0 reader; ``frame(i)["joint_action"]`` / ``["endpose"]`` are the
-flat vectors (``vector``, or the parts concatenated).
+flat vectors (``vector``, or the parts concatenated). Our simulator's (N, 16) ``joint_state_full`` and
+``joint_command_full`` are top-level datasets when present (RoboTwin's own files do not have them).
 """
 from __future__ import annotations
 
@@ -22,6 +23,9 @@ import numpy as np
 
 from frameplan_core import atomic
 from frameplan_core.data.robotwin import (
+    FULL_DIM,
+    FULL_KEY_GAP,
+    FULL_KEYS,
     EpisodeReader,
     parse_episode_name,
     read_instructions,
@@ -65,8 +69,6 @@ class RoboTwin2Episode(EpisodeReader):
             raise DataError(f"{self.path}: RoboTwin 2.0 episode files are named episode<N>.hdf5")
         self.index = index
         self.task, self.camera_type, self._meta_dir = _layout(self.path)
-        self._fh = None
-        self._pid = None
         f = self._file()
         try:
             self._check_structure(f)
@@ -123,12 +125,16 @@ class RoboTwin2Episode(EpisodeReader):
                 raise DataError(f"{self.path}: missing '{key}' (have {sorted(f.keys())})")
 
         def check_len(name, obj):  # only the frame tree: forks may add other, non-per-frame datasets
-            per_frame = name.split("/")[0] in ("observation", "joint_action", "endpose", "pointcloud")
+            per_frame = name.split("/")[0] in ("observation", "joint_action", "endpose", "pointcloud", *FULL_KEYS)
             if per_frame and isinstance(obj, h5py.Dataset) and obj.ndim >= 1 and obj.shape[0] != self._n:
                 raise DataError(f"{self.path}: dataset {name} has {obj.shape[0]} entries, expected {self._n} "
                                 f"(one per frame)")
 
         f.visititems(check_len)
+        for key in FULL_KEYS:
+            if key in f and (not isinstance(f[key], h5py.Dataset) or f[key].shape[1:] != (FULL_DIM,)):
+                raise DataError(f"{self.path}: {key} must be a ({self._n}, {FULL_DIM}) dataset, got "
+                                f"{getattr(f[key], 'shape', 'a group')}")
 
     def __len__(self) -> int:
         return self._n
@@ -175,6 +181,9 @@ class RoboTwin2Episode(EpisodeReader):
                 "endpose": self._vector(f["endpose"], _ENDPOSE_PARTS, i, f"{self.path}: endpose"),
                 "pointcloud": [],
             }
+            for key in FULL_KEYS:
+                if key in f:
+                    frame[key] = np.asarray(f[key][i], dtype=np.float64)
             pcd = f.get("pointcloud")
             if isinstance(pcd, _h5py().Dataset) and pcd.ndim >= 1 and pcd.shape[0] == self._n:
                 pc = np.asarray(f["pointcloud"][i])
@@ -195,6 +204,20 @@ class RoboTwin2Episode(EpisodeReader):
 
     def cameras(self) -> list[str]:
         return sorted(self._file()["observation"].keys())
+
+    def has_joint_commands(self) -> bool:
+        return "joint_command_full" in self._file()
+
+    def full_vectors(self, require: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+        """The (frames, 16) datasets present, read whole (no JPEG decoding)."""
+        f = self._file()
+        missing = [k for k in require if k not in f]
+        if missing:
+            raise DataError(f"{self.path}: no {missing[0]!r} dataset: {FULL_KEY_GAP[missing[0]]}")
+        try:
+            return {k: np.asarray(f[k][:], dtype=np.float64) for k in FULL_KEYS if k in f}
+        except (OSError, RuntimeError, ValueError) as exc:
+            raise DataError(f"{self.path}: 16-d joint vectors unreadable ({exc})") from None
 
     @property
     def instructions(self) -> dict | None:
@@ -258,6 +281,9 @@ def write_hdf5(path: str | Path, frames: Sequence[dict], quality: int = 95) -> P
                 g.create_dataset(parts[3], data=arr[:, 13])
                 if name == "joint_action":
                     g.create_dataset("vector", data=arr)
+            for key in FULL_KEYS:  # our simulator's 16-d vectors, when every frame has them
+                if all(key in fr for fr in frames):
+                    f.create_dataset(key, data=np.stack([fr[key] for fr in frames]).astype(np.float64))
             pcs = [fr["pointcloud"] for fr in frames]
             if all(isinstance(p, np.ndarray) and p.size for p in pcs) and len({p.shape for p in pcs}) == 1:
                 f.create_dataset("pointcloud", data=np.stack(pcs))

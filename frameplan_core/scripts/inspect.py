@@ -45,6 +45,8 @@ def _describe_episode(path: Path, k: int, check: bool) -> tuple[dict, list, list
     info = {"kind": "robotwin2_episode" if path.is_file() else "robotwin1_episode", "path": str(path), "task": ep.task,
             "camera_type": ep.camera_type, "index": ep.index, "frames": len(ep), "cameras": cams,
             "joint_action_dim": int(np.asarray(f0["joint_action"]).size),
+            # the 16-d commanded targets `frameplan replay-actions` needs (our simulator records them)
+            "joint_command_full": ep.has_joint_commands(),
             "pointcloud": list(np.shape(f0["pointcloud"])) if len(f0["pointcloud"]) else None,
             "instructions": {k2: len(v) for k2, v in instr.items() if isinstance(v, list)} if instr else None,
             "scene_info": ep.scene_info}
