@@ -16,6 +16,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "collect": ("frameplan_core.scripts.collect", "collect simulated RoboTwin-format episodes with SAPIEN"),
     "convert": ("frameplan_core.scripts.convert", "convert RoboTwin episodes to InstructPix2Pix or grid datasets"),
     "inspect": ("frameplan_core.scripts.inspect", "say what a path holds and write a contact sheet"),
+    "replay-actions": ("frameplan_core.scripts.replay_actions", "replay an episode's recorded commands in the simulator"),
     "predict": ("frameplan_core.scripts.predict", "predict the future frame for an image and an instruction"),
     "plan": ("frameplan_core.scripts.plan", "generate a 9-frame 3x3 grid visual plan"),
     "rollout": ("frameplan_core.scripts.rollout", "closed-loop policy rollouts with and without foresight (success rates)"),

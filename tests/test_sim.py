@@ -10,6 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import sim_episodes
+from sim_episodes import CAMERAS, TASKS, TINY, TINY_FOVY, TINY_H, TINY_W
+from sim_episodes import camera_config as _camera_config
+from sim_episodes import config as _config
 
 from frameplan_core.errors import ConfigError, SimError
 
@@ -18,44 +22,16 @@ pytest.importorskip("mplib")
 
 pytestmark = pytest.mark.sim
 
-TASKS = ("block_hammer_beat", "block_handover", "blocks_stack_easy")
-TINY = "Tiny"
-TINY_W, TINY_H, TINY_FOVY = 96, 72, 37.0
-SAVE_FREQ = 50  # few frames: every 0.2 s of simulated time
-ALL_CAMERAS = ("front_camera", "head_camera", "left_camera", "right_camera")
-CAMERAS = {"block_hammer_beat": ("head_camera",), "block_handover": ALL_CAMERAS, "blocks_stack_easy": ("head_camera",)}
 MOVED = {"block_hammer_beat": "hammer", "block_handover": "block", "blocks_stack_easy": "black"}
 TABLE_Z = 0.74
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _camera_config(dir_: Path) -> Path:
-    path = dir_ / "cameras.yaml"
-    path.write_text(f"{TINY}: {{w: {TINY_W}, h: {TINY_H}, fovy: {TINY_FOVY}}}\n")  # only the types in use are needed
-    return path
-
-
-def _config(task: str, cams_yaml: Path, **extra):
-    from frameplan_core.sim.task_config import load_task_config
-
-    overrides = [f"camera_config={cams_yaml}", f"head_camera_type={TINY}", f"wrist_camera_type={TINY}",
-                 f"front_camera_type={TINY}", f"save_freq={SAVE_FREQ}", "episode_num=1", "shadows=false"]
-    overrides += [f"{k}={v}" for k, v in extra.items()]
-    return load_task_config(task, None, overrides)
-
-
 @pytest.fixture(scope="module")
 def collected(tmp_path_factory):
     """One episode per task (tiny images; all four cameras for the handover, the head camera for the others),
-    written through the collector."""
-    from frameplan_core.sim.collect import collect
-
-    root = tmp_path_factory.mktemp("sim")
-    cams_yaml = _camera_config(root)
-    out = root / "data"
-    summaries = {t: collect(_config(t, cams_yaml, cameras=f"[{', '.join(CAMERAS[t])}]"), out, workers=1, progress=False)
-                 for t in TASKS}
-    return out, cams_yaml, summaries
+    written through the collector once per session (test_replay.py replays the same episodes)."""
+    return sim_episodes.collected(tmp_path_factory)
 
 
 def _episode(out: Path, task: str):

@@ -1,8 +1,11 @@
-"""What every simulated task shares: scene + two arms + cameras, the per-tick expert loop, motion primitives
-(screw moves, gripper, parallel motions) and the recording of RoboTwin frames.
+"""What every simulated task shares: scene + two arms + cameras, the one stepping function (``tick``: a 16-number
+joint command, then one physics step), the scripted expert as a command source, motion primitives (screw moves,
+gripper, parallel motions) and the recording of RoboTwin frames.
 
-An expert is a generator: each ``yield`` means "the joint targets for this physics tick are set"; ``stream`` then
-steps the physics (1/250 s) and renders the requested cameras every ``save_freq`` ticks only."""
+An expert is a generator: each ``yield`` means "the command for this physics tick is set" in the expert's own
+command buffer; ``expert_commands`` turns that into one ``Command`` per tick, and ``stream`` (the collector, the ROS
+bridge) and ``SimEnv`` (any controller) both send commands through ``tick``, so an expert episode and a replay of
+its recorded commands drive the arms the same way."""
 from __future__ import annotations
 
 import time
@@ -20,6 +23,21 @@ from frameplan_core.sim.scene import TABLE_HEIGHT, TIMESTEP, build_stage, pose
 from frameplan_core.sim.task_config import TaskConfig, load_task_config
 
 SETTLE_TICKS = 50  # physics ticks before the first frame, so objects rest on the table
+SIDES = ("left", "right")
+COMMAND_DIM = 16  # per arm: 7 joint targets (rad) + gripper command in [0, 1]; left arm first
+_ARM = {"left": slice(0, ARM_DOF), "right": slice(ARM_DOF + 1, 2 * ARM_DOF + 1)}
+_GRIP = {"left": ARM_DOF, "right": 2 * ARM_DOF + 1}
+_VEL = {"left": slice(0, ARM_DOF), "right": slice(ARM_DOF, 2 * ARM_DOF)}
+
+
+@dataclass(slots=True)
+class Command:
+    """One physics tick's command for both arms. ``targets`` (16,): left joints 1..7 (rad), left gripper command
+    in [0, 1] (1 = open), right joints 1..7, right gripper -- the layout of ``joint_command_full``. ``velocity``
+    (14,): joint velocity feed-forward (rad/s, left 7 then right 7), None for zero."""
+
+    targets: np.ndarray
+    velocity: np.ndarray | None = None
 
 
 @dataclass
@@ -56,7 +74,7 @@ class SimTask:
     n_block_colors = 0
 
     def __init__(self, seed: int = 0, camera_type: str | None = None, cameras: Sequence[str] | None = None,
-                 config: TaskConfig | None = None):
+                 config: TaskConfig | None = None, augment: dict | None = None):
         self.cfg = config or load_task_config(self.name)
         if self.cfg.task_name != self.name:
             raise SimError(f"config task_name {self.cfg.task_name!r} does not match task {self.name!r}")
@@ -67,7 +85,9 @@ class SimTask:
         aug_rng = np.random.default_rng([self.seed, 1])
         self.scene = render.new_scene()
         self.stage = build_stage(self.scene, shadows=self.cfg.shadows, shadow_map_size=self.cfg.shadow_map_size)
-        self.augment = augmentation.sample(self.cfg.augmentation, aug_rng, self.n_block_colors)
+        # a recorded record (scene_info.json) is applied as is, so a replay looks like the episode it replays
+        self.augment = dict(augment) if augment is not None else augmentation.sample(
+            self.cfg.augmentation, aug_rng, self.n_block_colors)
         augmentation.apply(self.stage, self.augment)
         self.arms = {side: Arm(self.scene, side, self.cfg.robot_visual) for side in ("left", "right")}
         for arm in self.arms.values():
@@ -89,6 +109,7 @@ class SimTask:
         self.step_count = 0
         self._pending: str | None = None
         self._streamed = False
+        self.expert_done = False
         self._closed = False
         self.segments: list[dict] = []
         self.timings = {"physics_s": 0.0, "render_s": 0.0, "plan_s": 0.0}
@@ -99,6 +120,8 @@ class SimTask:
             self._physics_step()
         self.step_count = 0
         self.initial_poses = self.object_poses()
+        self._cmd = self.joint_command()  # the expert's command buffer (see expert_commands)
+        self._vel = np.zeros(2 * ARM_DOF)
 
     # ------------------------------------------------------------------------------------ subclass hooks
     def load_objects(self, rng: np.random.Generator) -> None:
@@ -112,10 +135,29 @@ class SimTask:
 
     # ------------------------------------------------------------------------------------ public API
     def success(self) -> bool:
-        """Whether the task's goal holds in the current state (and the scripted expert ran to its end)."""
-        return bool(self._expert_done and self.check_success())
+        """Whether the task's goal holds in the current state, whoever drove the arms (expert, replay, policy)."""
+        return bool(self.check_success())
 
-    _expert_done = False
+    def tick(self, targets: np.ndarray | None = None, velocity: np.ndarray | None = None) -> None:
+        """One physics tick (1/250 s) under the joint command ``targets`` (16,) with optional velocity feed-forward
+        (14,); None keeps the command in force. The only way commands reach the arms: the expert's stream, SimEnv
+        and replays all step through here."""
+        if targets is not None:
+            for side in SIDES:
+                self.arms[side].command(targets[_ARM[side]], targets[_GRIP[side]],
+                                        None if velocity is None else velocity[_VEL[side]])
+        self._physics_step()
+
+    def expert_commands(self) -> Iterator[Command]:
+        """The scripted expert as a command source: one Command per physics tick until the expert is done (then
+        ``expert_done`` is True). It plans from its own previous commands (starting from the command in force) and
+        reads object poses from the live scene when each motion starts, so send every command to this task, one
+        ``tick`` each, in order. Raises PlanningError (a SimError) when a motion cannot be planned."""
+        self._cmd = self.joint_command()
+        self._vel = np.zeros(2 * ARM_DOF)
+        for _ in self.expert():
+            yield Command(self._cmd.copy(), self._vel.copy())
+        self.expert_done = True
 
     def stream(self, save_freq: int | None = None) -> Iterator[SimFrame]:
         """Run the scripted expert; yield a SimFrame every ``save_freq`` physics ticks (default: the config's).
@@ -130,12 +172,11 @@ class SimTask:
         if save_freq < 1:
             raise SimError(f"save_freq must be >= 1, got {save_freq}")
         index = 0
-        for _ in self.expert():
-            if self.step_count % save_freq == 0:
-                yield self._frame(index)
+        for cmd in self.expert_commands():
+            if self.step_count % save_freq == 0:  # the state before this tick, with the command sent during it
+                yield self._frame(index, cmd.targets)
                 index += 1
-            self._physics_step()
-        self._expert_done = True
+            self.tick(cmd.targets, cmd.velocity)
         if self.step_count % save_freq == 0:
             yield self._frame(index)
             index += 1
@@ -160,9 +201,12 @@ class SimTask:
 
     @property
     def scene_info(self) -> dict:
-        """Per-episode facts for scene_info.json: seed, layout, augmentation, motion segments."""
+        """Per-episode facts for scene_info.json: seed, layout, augmentation, render settings (so a replay looks
+        the same), motion segments."""
         return {"task": self.name, "seed": self.seed, "camera_type": self.camera_type,
                 "cameras": list(self.camera_names), "layout": self.layout, "augmentation": self.augment,
+                "render": {"shadows": self.cfg.shadows, "shadow_map_size": self.cfg.shadow_map_size,
+                           "robot_visual": self.cfg.robot_visual},
                 "segments": self.segments, "sim_steps": self.step_count, "timestep": TIMESTEP,
                 "objects": {k: {"initial": v, "final": self.object_poses().get(k)} for k, v in self.initial_poses.items()}}
 
@@ -195,9 +239,9 @@ class SimTask:
         return joint_action, endpose, np.concatenate([left, right])
 
     def joint_command(self) -> np.ndarray:
-        """Both arms' commanded targets: 7 joints (rad) and the gripper command in [0, 1] each, 16 numbers."""
-        return np.concatenate([np.concatenate([a.arm_target, [a.gripper_target / GRIPPER_MAX]])
-                               for a in (self.arms["left"], self.arms["right"])])
+        """The command in force: both arms' 7 joint targets (rad) and gripper command in [0, 1], 16 numbers."""
+        left, right = self.arms["left"], self.arms["right"]
+        return np.concatenate([left.arm_target, [left.gripper_opening], right.arm_target, [right.gripper_opening]])
 
     def _close_segments(self, save_freq: int, n_frames: int) -> None:
         """Give every motion segment its saved-frame span: ``start_frame`` is the first frame at or after the
@@ -207,7 +251,7 @@ class SimTask:
             seg["start_frame"] = starts[i]
             seg["end_frame"] = starts[i + 1] if i + 1 < len(starts) else n_frames - 1
 
-    def _frame(self, index: int) -> SimFrame:
+    def _frame(self, index: int, command: np.ndarray | None = None) -> SimFrame:
         t = time.perf_counter()
         obs = self.cameras.capture(self.camera_names, depth=self.cfg.data_type.depth)
         pc: object = []
@@ -225,7 +269,7 @@ class SimTask:
         instr, self._pending = self._pending, None
         return SimFrame(index=index, observation=obs, instruction=instr, sim_time=self.step_count * TIMESTEP,
                         step=self.step_count, joint_action=ja, endpose=ep, joint_state_full=full, pointcloud=pc,
-                        joint_command_full=self.joint_command())
+                        joint_command_full=self.joint_command() if command is None else command)
 
     # ------------------------------------------------------------------------------------ motion primitives
     def say(self, text: str) -> None:
@@ -236,14 +280,16 @@ class SimTask:
     def move(self, side: str, p: Sequence[float], q: Sequence[float], what: str = "motion",
              settle: int = 15) -> Iterator[None]:
         """Screw motion of one arm's TCP to world pose (p, q), then ``settle`` ticks holding the goal."""
-        arm = self.arms[side]
         t = time.perf_counter()
-        traj = arm.plan(p, q, what)
+        traj = self.arms[side].plan(p, q, what, start=self._planner_start(side))
         self.timings["plan_s"] += time.perf_counter() - t
+        arm, vel = self._cmd[_ARM[side]], self._vel[_VEL[side]]  # views into the expert's command buffer
         for qpos, qvel in zip(traj.position, traj.velocity):
-            arm.set_arm_target(qpos, qvel)
+            arm[:] = qpos
+            vel[:] = qvel
             yield
-        arm.set_arm_target(traj.position[-1])
+        arm[:] = traj.position[-1]
+        vel[:] = 0.0
         for _ in range(settle):
             yield
 
@@ -252,12 +298,15 @@ class SimTask:
         p, q = self.commanded_tcp(side)
         yield from self.move(side, np.asarray(p) + np.asarray(dp), q, what, settle)
 
+    def _planner_start(self, side: str) -> np.ndarray:
+        """The expert's current command for ``side`` as the planner's 9 joints (7 arm + 2 fingers in m)."""
+        return np.concatenate([self._cmd[_ARM[side]], [self._cmd[_GRIP[side]] * GRIPPER_MAX] * 2])
+
     def commanded_tcp(self, side: str) -> tuple[np.ndarray, np.ndarray]:
-        """TCP pose of the arm's current joint *targets* (forward kinematics with the planner's model)."""
+        """TCP pose of the expert's current joint *command* (forward kinematics with the planner's model)."""
         arm = self.arms[side]
         model = arm.planner.pinocchio_model
-        qfull = np.concatenate([arm.arm_target, [arm.gripper_target] * 2])
-        model.compute_forward_kinematics(qfull)
+        model.compute_forward_kinematics(self._planner_start(side))
         rel = model.get_link_pose(arm.planner.move_group_link_id)
         T = arm.base_pose.to_transformation_matrix() @ np.asarray(rel.to_transformation_matrix())
         from frameplan_core.sim.scene import quat_from_matrix
@@ -266,10 +315,10 @@ class SimTask:
 
     def gripper(self, side: str, opening: float, ticks: int = 75) -> Iterator[None]:
         """Open (1) or close (0) one gripper over ``ticks`` physics ticks, then hold."""
-        arm = self.arms[side]
-        start = arm.gripper_target / 0.04
+        g = _GRIP[side]
+        start = float(self._cmd[g])
         for i in range(1, ticks + 1):
-            arm.set_gripper(start + (opening - start) * min(1.0, i / (0.6 * ticks)))
+            self._cmd[g] = min(1.0, max(0.0, start + (opening - start) * min(1.0, i / (0.6 * ticks))))
             yield
 
     def wait(self, ticks: int) -> Iterator[None]:
@@ -327,4 +376,4 @@ def uniform(rng: np.random.Generator, lo: float, hi: float) -> float:
     return float(rng.uniform(lo, hi))
 
 
-__all__ = ["ARM_DOF", "PlanningError", "SimFrame", "SimTask", "pose", "uniform"]
+__all__ = ["ARM_DOF", "COMMAND_DIM", "SIDES", "Command", "PlanningError", "SimFrame", "SimTask", "pose", "uniform"]

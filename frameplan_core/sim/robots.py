@@ -21,6 +21,8 @@ BASE_YAW = -np.pi / 2
 # Slower than the URDF limits so that a motion spans many saved frames (RoboTwin-like pacing).
 JOINT_VEL_LIMIT = 1.0
 JOINT_ACC_LIMIT = 1.5
+_ZERO_VEL = np.zeros(ARM_DOF)
+_ZERO_VEL_BYTES = _ZERO_VEL.tobytes()
 
 
 class PlanningError(SimError):
@@ -54,6 +56,18 @@ def matrix_to_euler_xyz(R: np.ndarray) -> np.ndarray:
         roll = 0.0
         yaw = np.arctan2(-R[0, 1], R[1, 1])
     return np.array([roll, pitch, yaw])
+
+
+def joint_state_of(qpos: np.ndarray) -> np.ndarray:
+    """One arm's 9 simulator joints -> 7 arm joints (rad) and the gripper opening in [0, 1] (1 = open)."""
+    q = np.asarray(qpos, dtype=np.float64)
+    return np.concatenate([q[:ARM_DOF], [np.clip((q[ARM_DOF] + q[ARM_DOF + 1]) / (2 * GRIPPER_MAX), 0.0, 1.0)]])
+
+
+def endpose_of(tcp_pose, opening: float) -> np.ndarray:
+    """TCP position (world, m), orientation as roll/pitch/yaw (rad), gripper opening in [0, 1]: 7 numbers."""
+    R = quat_to_matrix(tcp_pose.q)
+    return np.concatenate([np.asarray(tcp_pose.p, dtype=np.float64), matrix_to_euler_xyz(R), [opening]])
 
 
 @dataclass
@@ -103,6 +117,9 @@ class Arm:
                                      joint_acc_limits=np.full(ARM_DOF, JOINT_ACC_LIMIT))
         self.planner.set_base_pose(mplib.Pose(self.base_pose.p, self.base_pose.q))
         self.arm_target = REST_QPOS.copy()
+        self.arm_velocity = np.zeros(ARM_DOF)
+        self._sent = (self.arm_target.tobytes(), self.arm_velocity.tobytes())  # what the drives hold (see command)
+        self.gripper_opening = 1.0  # the command in [0, 1], kept exactly so that a recorded command re-applies as is
         self.gripper_target = GRIPPER_MAX
 
     # ----------------------------------------------------------------------------------------- state
@@ -111,8 +128,11 @@ class Arm:
         self.robot.set_qpos(q)
         self.robot.set_qvel(np.zeros_like(q))
         self.arm_target = np.asarray(qpos, dtype=np.float64).copy()
+        self.arm_velocity = np.zeros(ARM_DOF)
+        self.gripper_opening = float(gripper)
         self.gripper_target = gripper * GRIPPER_MAX
-        self._apply_targets(np.zeros(ARM_DOF))
+        self._sent = (self.arm_target.tobytes(), self.arm_velocity.tobytes())
+        self._apply_targets(self.arm_velocity)
 
     @property
     def qpos(self) -> np.ndarray:
@@ -120,17 +140,14 @@ class Arm:
 
     def joint_state(self) -> np.ndarray:
         """7 arm joints (rad) and the gripper opening in [0, 1] (1 = open)."""
-        q = self.qpos
-        return np.concatenate([q[:ARM_DOF], [np.clip((q[ARM_DOF] + q[ARM_DOF + 1]) / (2 * GRIPPER_MAX), 0.0, 1.0)]])
+        return joint_state_of(self.qpos)
 
     def tcp_pose(self):
         return self.tcp.entity_pose
 
     def endpose(self) -> np.ndarray:
         """TCP position (world, m), orientation as roll/pitch/yaw (rad), gripper opening in [0, 1]: 7 numbers."""
-        p = self.tcp_pose()
-        R = quat_to_matrix(p.q)
-        return np.concatenate([np.asarray(p.p, dtype=np.float64), matrix_to_euler_xyz(R), [self.joint_state()[-1]]])
+        return endpose_of(self.tcp_pose(), self.joint_state()[-1])
 
     def grasp_quat(self, finger_yaw: float) -> np.ndarray:
         """Top-down TCP orientation closing along ``finger_yaw``, choosing the yaw (mod pi) nearest the current hand's
@@ -149,27 +166,42 @@ class Arm:
             j.set_drive_target(float(self.gripper_target))
 
     def set_arm_target(self, q: np.ndarray, qd: np.ndarray | None = None) -> None:
-        self.arm_target = np.asarray(q, dtype=np.float64)
-        self._apply_targets(np.zeros(ARM_DOF) if qd is None else qd)
+        self.arm_target = np.array(q, dtype=np.float64)
+        self.arm_velocity = np.zeros(ARM_DOF) if qd is None else np.array(qd, dtype=np.float64)
+        self._sent = (self.arm_target.tobytes(), self.arm_velocity.tobytes())
+        self._apply_targets(self.arm_velocity)
 
     def set_gripper(self, opening: float) -> None:
         """Opening in [0, 1]; closing on an object stops at its width and keeps squeezing through the PD drive."""
-        self.gripper_target = float(np.clip(opening, 0.0, 1.0)) * GRIPPER_MAX
+        self.gripper_opening = min(1.0, max(0.0, float(opening)))
+        self.gripper_target = self.gripper_opening * GRIPPER_MAX
         for j in self.joints[ARM_DOF:]:
             j.set_drive_target(self.gripper_target)
+
+    def command(self, q: np.ndarray, opening: float, qd: np.ndarray | None = None) -> None:
+        """Joint targets (7), gripper command in [0, 1] and optional joint velocity feed-forward (7) for the next
+        ticks. Only what changed reaches the drives: re-sending a held command costs a comparison, not 18 calls."""
+        # byte comparison: a fraction of a microsecond, where numpy's elementwise compare costs several
+        if q.tobytes() != self._sent[0] or (_ZERO_VEL_BYTES if qd is None else qd.tobytes()) != self._sent[1]:
+            self.set_arm_target(q, qd)
+        if opening != self.gripper_opening:
+            self.set_gripper(opening)
 
     def compensate(self) -> None:
         """Passive-force compensation (gravity + Coriolis), applied before every physics step."""
         self.robot.set_qf(self.robot.compute_passive_force(gravity=True, coriolis_and_centrifugal=True))
 
     # ----------------------------------------------------------------------------------------- planning
-    def plan(self, target_p: Sequence[float], target_q: Sequence[float], what: str = "motion") -> Trajectory:
-        """TCP motion from the current joint targets to a world pose: a screw motion (mplib), or when that fails
-        a straight Cartesian line solved by IK waypoint by waypoint. Both are deterministic (no sampling).
-        PlanningError when the pose cannot be reached."""
+    def plan(self, target_p: Sequence[float], target_q: Sequence[float], what: str = "motion",
+             start: np.ndarray | None = None) -> Trajectory:
+        """TCP motion from ``start`` (9 planner joints: 7 arm + 2 fingers in m; default the current joint targets)
+        to a world pose: a screw motion (mplib), or when that fails a straight Cartesian line solved by IK waypoint
+        by waypoint. Both are deterministic (no sampling). PlanningError when the pose cannot be reached."""
         import mplib
 
-        start = np.concatenate([self.arm_target, [self.gripper_target] * 2])
+        if start is None:
+            start = np.concatenate([self.arm_target, [self.gripper_target] * 2])
+        start = np.asarray(start, dtype=np.float64)
         p = np.asarray(target_p, dtype=np.float64)
         q = np.asarray(target_q, dtype=np.float64)
         goal = mplib.Pose(p, q)
