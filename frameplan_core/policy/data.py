@@ -303,7 +303,7 @@ class PolicySamples:
         future = s + np.minimum(t + np.arange(1, self.chunk + 1), n - 1)
         state = np.asarray(self.arrays["state"][s + t], dtype=np.float32)
         command = np.asarray(self.arrays["command"][future], dtype=np.float32)
-        return Sample(frame=np.asarray(self.arrays["frames"][s + t]), goal=np.asarray(self.arrays["frames"][s + g]),
+        return Sample(frame=np.array(self.arrays["frames"][s + t]), goal=np.array(self.arrays["frames"][s + g]),
                       state=state, action=action_targets(command, state, self.action), task=ep["task"], t=t, goal_t=g)
 
     def task_frames(self) -> dict[str, float]:

@@ -1,0 +1,131 @@
+"""The closed loop in SAPIEN, kept working in CI: one short blocks_stack_easy episode collected with a small head
+camera, the policy's frame cache built from it, a goal-conditioned policy and its no-foresight baseline trained a
+few steps through `frameplan train policy`, then `frameplan rollout` for one episode of every mode (few steps;
+success is not expected of policies this untrained, the scripted expert must succeed) and a rollout stopped by
+SIGTERM that keeps its finished episodes."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("sapien")
+pytest.importorskip("mplib")
+
+pytestmark = pytest.mark.sim
+
+TASK = "blocks_stack_easy"
+TINY = "Tiny"
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def sim(tmp_path_factory):
+    """One collected episode (96x72 head camera, no shadows) and the --sim-set overrides that match it."""
+    from frameplan_core.sim.collect import collect
+    from frameplan_core.sim.task_config import load_task_config
+
+    root = tmp_path_factory.mktemp("rollout")
+    cams = root / "cameras.yaml"
+    cams.write_text(f"{TINY}: {{w: 96, h: 72, fovy: 37.0}}\n")
+    overrides = [f"camera_config={cams}", f"head_camera_type={TINY}", "shadows=false"]
+    cfg = load_task_config(TASK, None, overrides + ["episode_num=1", "cameras=[head_camera]"])
+    summary = collect(cfg, root / "data", workers=1, progress=False)
+    assert summary.written == 1
+    return root, overrides
+
+
+@pytest.fixture(scope="module")
+def policies(sim):
+    """A goal-conditioned policy and the no-foresight baseline, 2 optimizer steps each on the collected episode."""
+    from frameplan_core.cli import main
+
+    root, _ = sim
+    small = ["--set", "image_size=32", "--set", "crop_res=32", "--set", "batch_size=8", "--set", "max_steps=2",
+             "--set", "val_every_n_steps=0", "--set", "val_every_n_epochs=0", "--set", "sample_every_n_steps=0",
+             "--set", "num_workers=0", "--set", "warmup_steps=1", "--set", "val_fraction=0"]
+    assert main(["train", "policy", "--data", str(root / "data"), "--out", str(root / "goal"), *small]) == 0
+    assert main(["train", "policy", "--data", str(root / "goal" / "data"), "--out", str(root / "nogoal"), *small,
+                 "--set", "goal=false"]) == 0
+    return root / "goal" / "model", root / "nogoal" / "model"
+
+
+def test_cache_from_a_collected_episode(sim, policies):
+    from frameplan_core.data.robotwin import RoboTwinEpisode, episode_dir
+    from frameplan_core.policy.data import PolicySamples, load_index, open_arrays
+
+    root, _ = sim
+    ep = RoboTwinEpisode(episode_dir(root / "data", TASK, TINY, 0))
+    cache = root / "goal" / "data"
+    index = load_index(cache)
+    assert index["frames"] == len(ep) > 50 and index["episodes"][0]["seed"] == 0
+    arrays = open_arrays(cache)
+    np.testing.assert_allclose(arrays["command"], ep.joint_commands(), atol=1e-6)
+    assert [s[2] for s in index["episodes"][0]["segments"]][:1] == [ep.scene_info["segments"][0]["instruction"]]
+    s = PolicySamples(cache, None, 8, 50)
+    assert s.get(0).action.shape == (8, 16) and len(s) == len(ep)
+
+
+def test_rollout_every_mode_one_short_episode(sim, policies, tmp_path, capsys):
+    from frameplan_core.cli import main
+
+    _, overrides = sim
+    goal, nogoal = policies
+    out = tmp_path / "run"
+    sets = [a for o in overrides for a in ("--sim-set", o)]
+    args = ["rollout", "--task", TASK, "--mode", "all", "--episodes", "1", "--max-steps", "4", "--period", "2",
+            "--execute", "2", "--policy", str(goal), "--baseline", str(nogoal), "--samples", "1", "--out", str(out), *sets]
+    rc = main(args)
+    assert rc == 0, capsys.readouterr().err
+    res = json.loads((out / "results.json").read_text())
+    eps = {e["mode"]: e for e in res["episodes"]}
+    assert set(eps) == {"expert", "oracle", "predictor", "planner", "none"}
+    assert eps["expert"]["success"] and eps["expert"]["seed"] == 2_000_000 and eps["expert"]["error"] is None
+    for mode in ("oracle", "predictor", "planner", "none"):
+        assert eps[mode]["steps"] == 4 and eps[mode]["ticks"] == 60, eps[mode]
+    assert eps["oracle"]["goal_calls"] == 2 and eps["predictor"]["goal_calls"] == 2 and eps["planner"]["goal_calls"] == 1
+    assert eps["none"]["goal_calls"] == 0 and res["interrupted"] is False
+    assert res["summary"]["per_task"][TASK]["expert"]["rate"] == 1.0
+    for mode in eps:
+        assert (out / TASK / mode / "rollout.gif").stat().st_size > 0
+        assert (out / TASK / mode / "contact_sheet.png").is_file()
+    assert "| blocks_stack_easy | expert | 100 % (1/1) |" in (out / "report.md").read_text()
+    # --resume with everything done runs nothing and keeps the results
+    assert main([*args, "--resume"]) == 0
+    assert len(json.loads((out / "results.json").read_text())["episodes"]) == 5
+
+
+def test_sigterm_keeps_finished_episodes_marked_interrupted(sim, policies, tmp_path):
+    _, overrides = sim
+    _, nogoal = policies
+    out = tmp_path / "run"
+    sets = [a for o in overrides for a in ("--sim-set", o)]
+    cmd = [sys.executable, "-m", "frameplan_core.cli", "rollout", "--task", TASK, "--mode", "none", "--episodes", "50",
+           "--max-steps", "8", "--baseline", str(nogoal), "--no-media", "--out", str(out), *sets]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            if (out / "results.json").is_file() and json.loads((out / "results.json").read_text())["episodes"]:
+                break
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, err
+    assert "terminated" in err and "kept in" in err and "Traceback" not in err
+    res = json.loads((out / "results.json").read_text())
+    assert res["interrupted"] is True and 1 <= len(res["episodes"]) < 50
+    assert "INTERRUPTED" in (out / "report.md").read_text()
+    assert not [p.name for p in out.rglob("*") if p.name.startswith(".")]  # no half-written file left
