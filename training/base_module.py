@@ -1,8 +1,10 @@
 """What every frameplan LightningModule shares: AdamW with linear warmup then constant lr (optionally a linear
 cooldown to 0 before max_steps), EMA of the trainable
-weights, per-batch random generators derived from (seed, epoch, batch) so a resumed run draws exactly the same
-noise, and checkpoints that hold only the trainable weights (the frozen VAE / text encoder are rebuilt from the
-model the run started from, so a checkpoint stays small)."""
+weights, per-sample random generators seeded by the sample's own key (its augmentation seed, keyed by (seed, epoch,
+position in the epoch's order); in validation its dataset index) so a resumed run draws exactly the same noise and
+N DDP processes draw what one process with the same global batch draws, and checkpoints that hold only the
+trainable weights (the frozen VAE / text encoder are rebuilt from the model the run started from, so a checkpoint
+stays small)."""
 from __future__ import annotations
 
 import logging
@@ -20,7 +22,17 @@ from frameplan_core.errors import ModelError
 
 log = logging.getLogger(__name__)
 
-_STAGES = {"train": 0, "val": 1, "sample": 2}
+_STAGES = {"train": 0, "val": 1, "sample": 2, "global": 3}
+
+
+def per_sample(generator: torch.Generator | list[torch.Generator], n: int) -> list[torch.Generator]:
+    """One generator per sample of a batch of ``n``: a list is checked and kept (the trainer's per-sample
+    generators); a single generator serves every sample in turn (tests, ad-hoc loss evaluation)."""
+    if isinstance(generator, (list, tuple)):
+        if len(generator) != n:
+            raise ModelError(f"{len(generator)} generators for a batch of {n} samples")
+        return list(generator)
+    return [generator] * n
 
 
 def warmup_constant(warmup_steps: int, decay_steps: int = 0, max_steps: int = -1):
@@ -52,7 +64,9 @@ class FrameplanModule(L.LightningModule):
     def frozen_modules(self) -> list[nn.Module]:
         return []
 
-    def compute_loss(self, batch: dict, generator: torch.Generator, train: bool) -> tuple[torch.Tensor, dict]:
+    def compute_loss(self, batch: dict, generator: torch.Generator | list[torch.Generator],
+                     train: bool) -> tuple[torch.Tensor, dict]:
+        """``generator``: one per sample (see ``sample_generators``) or one for the whole batch."""
         raise NotImplementedError
 
     # ------------------------------------------------------------ helpers
@@ -62,6 +76,14 @@ class FrameplanModule(L.LightningModule):
 
         seed = int(np.random.SeedSequence([self.cfg.seed, _STAGES[stage], *map(int, keys)]).generate_state(1)[0])
         return torch.Generator("cpu").manual_seed(seed)
+
+    def sample_generators(self, stage: str, batch: dict) -> list[torch.Generator]:
+        """One generator per sample, seeded by the sample itself: its augmentation seed when it has one (training:
+        unique per (seed, epoch, global position), see sampler.py), else its dataset index (validation). The
+        noise a sample gets thus depends neither on its batch nor on its rank: every rank draws different noise
+        (its samples differ), and N processes reproduce one process with the same global batch."""
+        keys = batch["seed"] if "seed" in batch else batch["index"]
+        return [self.generator(stage, int(k)) for k in keys]
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -90,13 +112,29 @@ class FrameplanModule(L.LightningModule):
         sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_constant(c.warmup_steps, c.lr_decay_steps, c.max_steps))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "frequency": 1}}
 
+    def global_rng_seed(self, batch: dict, batch_idx: int) -> int:
+        """Seed of torch's global RNG for one training batch (what nn.Dropout draws from): keyed by the batch's
+        first sample (resume-exact, and different on every rank, whose samples differ) and the rank; without
+        per-sample seeds by (step, batch, rank)."""
+        import numpy as np
+
+        key = [int(batch["seed"][0])] if "seed" in batch else [self.global_step, batch_idx]
+        return int(np.random.SeedSequence([self.cfg.seed, _STAGES["global"], *key, self.global_rank])
+                   .generate_state(1)[0])
+
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        gen = self.generator("train", self.current_epoch, batch_idx, self.global_rank)
-        loss, logs = self.compute_loss(batch, gen, train=True)
+        # Layers that draw from torch's global RNG (dropout) get a stream seeded by the batch: seed_everything gives
+        # every DDP rank the same seed (identical masks on all ranks) and a resume starts that stream afresh
+        # (other masks than the uninterrupted run); the stream outside the step is left as it was.
+        devices = [self.device.index or 0] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(self.global_rng_seed(batch, batch_idx))
+            loss, logs = self.compute_loss(batch, self.sample_generators("train", batch), train=True)
         bs = len(batch.get("text", batch.get("index", [])))
-        self.log("train/loss", loss, prog_bar=True, batch_size=bs)
+        # sync_dist: the logged loss is the mean over all ranks (the loss of the global batch), not rank 0's
+        self.log("train/loss", loss, prog_bar=True, batch_size=bs, sync_dist=True)
         for k, v in logs.items():
-            self.log(f"train/{k}", v, batch_size=bs)
+            self.log(f"train/{k}", v, batch_size=bs, sync_dist=True)
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=bs)
         return loss
 
@@ -107,7 +145,13 @@ class FrameplanModule(L.LightningModule):
             self.ema.update()
 
     # ------------------------------------------------------------ validation (EMA weights when enabled)
+    # The val metrics are sample-weighted means over every rank's share of the val samples (datamodule.py), summed
+    # here rather than by Lightning's sync_dist: Lightning 2.6 mean-reduces its integer batch-size counter and
+    # floors it, which inflates the value whenever the ranks validate different numbers of samples
+    # (Lightning-AI/pytorch-lightning#21859), e.g. 3 val samples on 2 ranks: x 1.5.
     def on_validation_epoch_start(self) -> None:
+        self._val_sums: dict[str, torch.Tensor] = {}
+        self._val_count = 0
         self._ema_ctx = self.ema_applied()
         self._ema_ctx.__enter__()
 
@@ -115,14 +159,22 @@ class FrameplanModule(L.LightningModule):
         ctx, self._ema_ctx = getattr(self, "_ema_ctx", None), None
         if ctx is not None:
             ctx.__exit__(None, None, None)
+        names = sorted(self._val_sums)  # the same on every rank: each validates at least one batch
+        if not names:
+            return
+        count = torch.tensor(float(self._val_count), device=self.device)
+        totals = self.trainer.strategy.reduce(torch.stack([self._val_sums[k] for k in names] + [count]),
+                                              reduce_op="sum")  # an all-reduce on DDP, a no-op on one process
+        for k, total in zip(names, totals[:-1]):
+            # already equal on every rank; sync_dist (a mean of equal values) keeps Lightning's bookkeeping quiet
+            self.log(f"val/{k}", total / totals[-1], prog_bar=k == "loss", sync_dist=True)
 
     def validation_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        gen = self.generator("val", batch_idx, self.global_rank)
-        loss, logs = self.compute_loss(batch, gen, train=False)
+        loss, logs = self.compute_loss(batch, self.sample_generators("val", batch), train=False)
         bs = len(batch.get("text", batch.get("index", [])))
-        self.log("val/loss", loss, prog_bar=True, batch_size=bs, sync_dist=True)
-        for k, v in logs.items():
-            self.log(f"val/{k}", v, batch_size=bs, sync_dist=True)
+        for k, v in {"loss": loss, **logs}.items():
+            self._val_sums[k] = self._val_sums.get(k, 0.0) + v.detach().float() * bs
+        self._val_count += bs
         return loss
 
     # ------------------------------------------------------------ EMA lifecycle and checkpoints

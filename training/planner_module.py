@@ -101,7 +101,8 @@ class PlannerModule(FrameplanModule):
     def frozen_modules(self):
         return [self.vae, self.text]
 
-    def compute_loss(self, batch: dict, generator: torch.Generator, train: bool) -> tuple[torch.Tensor, dict]:
+    def compute_loss(self, batch: dict, generator: torch.Generator | list[torch.Generator],
+                     train: bool) -> tuple[torch.Tensor, dict]:
         texts = [t if t else None for t in batch["text"]]
         loss = self.planner.training_loss({"source": batch["source"], "target": batch["target"],
                                            "instruction": texts}, generator)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from frameplan_training.base_module import FrameplanModule, replace_vae
+from frameplan_training.base_module import FrameplanModule, per_sample, replace_vae
 from frameplan_training.config import PredictorTrainConfig
 from torch import nn
 
@@ -91,22 +91,25 @@ class PredictorModule(FrameplanModule):
             self._text_cache[t] = self.predictor.encode_text([t]).float()[0].cpu()
         return torch.stack([self._text_cache[t] for t in texts]).to(self.device)
 
-    def compute_loss(self, batch: dict, generator: torch.Generator, train: bool) -> tuple[torch.Tensor, dict]:
+    def compute_loss(self, batch: dict, generator: torch.Generator | list[torch.Generator],
+                     train: bool) -> tuple[torch.Tensor, dict]:
         c: PredictorTrainConfig = self.cfg
         p = self.predictor
         x_in, x_tgt = batch["input"], batch["target"]
         b = x_in.shape[0]
+        gens = per_sample(generator, b)  # each sample's draws from its own generator, in a fixed order
         with torch.no_grad():
-            z_tgt = p.encode_target_latents(x_tgt, generator=generator).float()
+            z_tgt = p.encode_target_latents(x_tgt, generator=gens).float()
             z_img = p.encode_image_latents(x_in).float()
             z_tgt = p.diffusion_target(z_tgt, z_img)  # the frame latent, or its change from the input
             text = self.text_embeddings(list(batch["text"]))
-        noise = torch.randn(z_tgt.shape, generator=generator).to(self.device)
+        noise = torch.stack([torch.randn(z_tgt.shape[1:], generator=g) for g in gens]).to(self.device)
         sched = p.scheduler
-        t = torch.randint(0, sched.config.num_train_timesteps, (b,), generator=generator).to(self.device)
+        n_t = sched.config.num_train_timesteps
+        t = torch.cat([torch.randint(0, n_t, (1,), generator=g) for g in gens]).to(self.device)
         noisy = sched.add_noise(z_tgt, noise, t)
         if train:
-            u = torch.rand(b, generator=generator).to(self.device)
+            u = torch.cat([torch.rand(1, generator=g) for g in gens]).to(self.device)
             pt, pi, pb = c.drop_text_prob, c.drop_image_prob, c.drop_both_prob
             drop_text = (u < pt) | ((u >= pt + pi) & (u < pt + pi + pb))
             drop_img = (u >= pt) & (u < pt + pi + pb)

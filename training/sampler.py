@@ -18,6 +18,13 @@ log = logging.getLogger(__name__)
 class ResumableSampler(Sampler):
     """Yields ``(index, augmentation_seed)`` pairs: a seeded permutation per epoch, sharded over ranks.
 
+    Rank r gets global positions r, r + W, r + 2W, ... of the epoch's order (W = world size), so the ranks' items
+    are disjoint (the order is padded by wrapping to a multiple of W, as torch's DistributedSampler does) and
+    rank r's k-th batch holds the global positions of the one-process run's k-th batch of W x batch_size. The
+    augmentation seed is keyed by (seed, epoch, global position), not by the rank: a sample is augmented and
+    noised (the modules seed its noise from it) identically whatever the number of processes, which is what lets
+    N processes reproduce a one-process run with the same global batch.
+
     ``skip`` samples at the start of ``resume_epoch`` are left out once (they were trained before the resume)."""
 
     def __init__(self, n: int, seed: int, shuffle: bool = True, rank: int = 0, world_size: int = 1) -> None:
@@ -54,9 +61,12 @@ class ResumableSampler(Sampler):
         if self._skip and self._skip_epoch == self.epoch:
             start, self._skip = min(self._skip, len(order)), 0
         for pos in range(start, len(order)):
-            # augmentation seed: unique per (seed, epoch, position) and independent of worker processes
-            aug = int(np.random.default_rng([self.seed, self.epoch, pos, self.rank]).integers(0, 2**62))
-            yield int(order[pos]), aug
+            yield int(order[pos]), self.item_seed(pos * self.world_size + self.rank)
+
+    def item_seed(self, global_pos: int) -> int:
+        """Augmentation (and noise) seed of the item at ``global_pos`` of this epoch's order: unique per
+        (seed, epoch, position), independent of the rank, the world size and worker processes."""
+        return int(np.random.default_rng([self.seed, self.epoch, global_pos]).integers(0, 2**62))
 
 
 class ResumableLoader(DataLoader):
@@ -72,7 +82,8 @@ class ResumableLoader(DataLoader):
 
     def state_dict(self) -> dict:
         return {"epoch": self.resumable_sampler.epoch, "batches_done": int(self.batches_done()),
-                "seed": self.resumable_sampler.seed, "n": self.resumable_sampler.n}
+                "seed": self.resumable_sampler.seed, "n": self.resumable_sampler.n,
+                "world_size": self.resumable_sampler.world_size}
 
     def load_state_dict(self, state: dict) -> None:
         s = self.resumable_sampler
@@ -82,6 +93,11 @@ class ResumableLoader(DataLoader):
             log.warning("resume: the checkpoint's data order was for %s train samples with seed %s, now %d with "
                         "seed %d; training continues, but not in the uninterrupted run's order",
                         state.get("n"), state.get("seed"), s.n, s.seed)
+        if int(state.get("world_size", s.world_size)) != s.world_size:
+            # the position in the epoch is counted in per-rank batches: on another number of processes the
+            # remaining samples of the interrupted epoch are not the ones the first run had left
+            log.warning("resume: the checkpoint was written by a run of %s processes, this run has %d; training "
+                        "continues, but not in the uninterrupted run's order", state.get("world_size"), s.world_size)
         epoch, done = int(state["epoch"]), int(state["batches_done"])
         if done >= len(self):  # the checkpoint was taken on the last batch of its epoch
             s.resume_at(epoch + 1, 0)

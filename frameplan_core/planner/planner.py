@@ -321,8 +321,10 @@ class GridPlanner:
             p.requires_grad_(True)
         return params
 
-    def training_loss(self, batch: dict[str, Any], generator: torch.Generator | None = None) -> torch.Tensor:
-        """Flow-matching loss for a batch; the trainer owns optimiser, dropout sampling and logging.
+    def training_loss(self, batch: dict[str, Any],
+                      generator: torch.Generator | list[torch.Generator] | None = None) -> torch.Tensor:
+        """Flow-matching loss for a batch; the trainer owns optimiser, dropout sampling and logging. ``generator``:
+        one for the batch, or a list of one per sample (each sample's noise level and noise from its own).
 
         batch: ``source`` and ``target`` grids (uint8 (B, 3c, 3c, 3) numpy/tensor, or float (B, 3, H, W) in
         [-1, 1]); ``instruction`` list of str/None; optional ``drop_text`` (B,) bool: True replaces the

@@ -142,12 +142,26 @@ def sample(transformer, scheduler, cond: torch.Tensor, latent_hw: tuple[int, int
     return x
 
 
-def sample_sigmas(n: int, mode: str, generator: torch.Generator | None, device) -> torch.Tensor:
+Generators = torch.Generator | list[torch.Generator] | None
+
+
+def _draw(fn, shape: tuple[int, ...], generator: Generators) -> torch.Tensor:
+    """``fn`` (torch.randn / torch.rand) of ``shape`` in float32 from one generator, or from a list of one generator
+    per sample (row i from generator i): a trainer seeds each sample's noise by the sample itself, so a sample
+    draws the same noise in whichever batch and on whichever process it lands."""
+    if isinstance(generator, (list, tuple)):
+        if len(generator) != shape[0]:
+            raise InputError(f"{len(generator)} generators for a batch of {shape[0]}")
+        return torch.cat([fn((1, *shape[1:]), generator=g, device=g.device, dtype=torch.float32) for g in generator])
+    return fn(shape, generator=generator, device=generator.device if generator else "cpu", dtype=torch.float32)
+
+
+def sample_sigmas(n: int, mode: str, generator: Generators, device) -> torch.Tensor:
     """Training noise levels: logit-normal (SD3 / FLUX fine-tuning default) or uniform in (0, 1)."""
     if mode == "logit_normal":
-        u = torch.sigmoid(torch.randn(n, generator=generator, device=generator.device if generator else "cpu"))
+        u = torch.sigmoid(_draw(torch.randn, (n,), generator))
     elif mode == "uniform":
-        u = torch.rand(n, generator=generator, device=generator.device if generator else "cpu")
+        u = _draw(torch.rand, (n,), generator)
     else:
         raise InputError(f"timestep sampling {mode!r}: expected logit_normal or uniform")
     return u.to(device)
@@ -155,11 +169,10 @@ def sample_sigmas(n: int, mode: str, generator: torch.Generator | None, device) 
 
 def flow_matching_loss(transformer, target: torch.Tensor, cond: torch.Tensor, latent_hw: tuple[int, int],
                        text: torch.Tensor, pooled: torch.Tensor, guidance: float, sigmas: torch.Tensor,
-                       generator: torch.Generator | None = None) -> torch.Tensor:
+                       generator: Generators = None) -> torch.Tensor:
     """MSE between predicted and true velocity (noise - x0) at x_sigma = (1 - sigma) x0 + sigma noise."""
     b = target.shape[0]
-    noise = torch.randn(target.shape, generator=generator, device=generator.device if generator else "cpu",
-                        dtype=torch.float32).to(target.device, target.dtype)
+    noise = _draw(torch.randn, tuple(target.shape), generator).to(target.device, target.dtype)
     s = sigmas.to(target.device, target.dtype).view(b, 1, 1)
     noisy = (1 - s) * target + s * noise
     ids = image_ids(*latent_hw, device=target.device, dtype=target.dtype)

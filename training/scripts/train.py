@@ -46,14 +46,17 @@ def run(args: argparse.Namespace) -> int:
     import logging
 
     from frameplan_training.config import load_train_config
-    from frameplan_training.run import train
+    from frameplan_training.run import quiet_other_ranks, train
 
+    quiet_other_ranks()  # DDP: every process runs this command; rank 0 speaks for the run
     log = logging.getLogger("frameplan.train")
     config = args.config or default_config(args.kind)
     cfg = load_train_config(args.kind, config, args.overrides)
     log.info("training %s with %s%s", args.kind, config or "built-in defaults",
              f" (overrides: {', '.join(args.overrides)})" if args.overrides else "")
     result = train(args.kind, cfg, args.data, args.out, resume=args.resume, export=not args.no_export)
+    if result.rank != 0:
+        return 0
     print(f"trained {args.kind}: {result.global_step} optimizer steps in {result.seconds:.1f} s")
     for k in sorted(result.metrics):
         print(f"  {k} = {result.metrics[k]:.5g}")
