@@ -73,6 +73,43 @@ def test_cache_from_a_collected_episode(sim, policies):
     assert s.get(0).action.shape == (8, 16) and len(s) == len(ep)
 
 
+class RecordedCommands:
+    """A scripted controller with the policy's interface: the chunk the expert actually commanded next (the
+    recorded ``joint_command_full`` of frames t+1 .. t+chunk)."""
+
+    def __init__(self, commands: np.ndarray, execute: int) -> None:
+        from frameplan_core.policy import PolicyConfig
+
+        self.commands, self.execute, self.t = commands, execute, 0
+        self.config = PolicyConfig(goal=False)
+
+    def act(self, image, joint_state, goal=None):
+        idx = np.minimum(self.t + np.arange(1, self.config.chunk + 1), len(self.commands) - 1)
+        self.t += self.execute
+        return self.commands[idx]
+
+
+def test_recorded_commands_succeed_through_the_policy_loop(sim):
+    """The loop's conventions match the data's: sending each predicted chunk the way run_policy does (interpolated
+    steps of 15 ticks, binary gripper, re-rendering every ``execute`` steps) with the expert's own recorded commands
+    as the "prediction" reproduces the expert's success on its seed."""
+    from frameplan_core.data.robotwin import RoboTwinEpisode, episode_dir
+    from frameplan_core.policy.rollout import Models, RolloutConfig, make_env, run_policy
+
+    root, overrides = sim
+    ep = RoboTwinEpisode(episode_dir(root / "data", TASK, TINY, 0))
+    commands = ep.joint_commands()
+    cfg = RolloutConfig(tasks=[TASK], modes=["none"], execute=4, max_steps=len(commands) + 20).validate()
+    env = make_env("head_camera", 15, overrides)
+    try:
+        res = run_policy(env, "none", Models(baseline=RecordedCommands(commands, 4)), TASK, 0, ep.scene_info["seed"],
+                         cfg)
+    finally:
+        env.close()
+    assert res.success, res
+    assert res.steps <= len(commands)
+
+
 def test_rollout_every_mode_one_short_episode(sim, policies, tmp_path, capsys):
     from frameplan_core.cli import main
 
