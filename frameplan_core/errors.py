@@ -23,3 +23,18 @@ class InputError(FrameplanError):
 
 class SimError(FrameplanError):
     """The simulator cannot run (no Vulkan device, missing assets) or a scripted episode failed."""
+
+
+def one_line(text: object, limit: int = 300) -> str:
+    """``text`` as one short printable line: whitespace runs (newlines too) become one space, other control
+    characters are escaped, and more than ``limit`` characters are cut, saying how long the whole was.
+
+    Why: error and diagnostic messages echo what they were given (a torch error of twenty lines, a 1 MB image
+    encoding, an instruction holding terminal escapes); a message must stay one readable line of bounded size."""
+    raw = str(text)
+    s = " ".join(raw[: 4 * limit].split())  # bounded work however long the input
+    if not s.isprintable():
+        s = "".join(c if c.isprintable() else repr(c)[1:-1] for c in s)
+    if len(s) > limit or len(raw) > 4 * limit:
+        s = f"{s[:limit]}... ({len(raw)} characters in all)"
+    return s

@@ -61,6 +61,8 @@ class RoboTwin2Episode(EpisodeReader):
     decodes a frame's JPEGs only when that frame is asked for."""
 
     def __init__(self, path: str | Path):
+        self._fh = None  # first: __del__ closes it even when the checks below refuse the file
+        self._pid = None
         self.path = Path(path)
         if not self.path.is_file():
             raise DataError(f"{self.path}: RoboTwin 2.0 episode file not found")

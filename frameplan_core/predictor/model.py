@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from frameplan_core.errors import ConfigError, ModelError
+from frameplan_core.errors import ConfigError, ModelError, one_line
 from frameplan_core.predictor.config import FRAMEPLAN_JSON, PredictorConfig
 from frameplan_core.text import TextEncoder, load_text_encoder
 from frameplan_core.vae import build_vae
@@ -209,9 +209,13 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
             sd = load_file(str(path))
         else:
-            sd = torch.load(str(path), map_location="cpu", weights_only=True)
+            from frameplan_core import torchfile
+
+            sd = torchfile.load(path)  # weights-only; one-line errors
+    except ModelError:
+        raise
     except Exception as exc:  # noqa: BLE001  any parse failure means a bad checkpoint file
-        raise ModelError(f"{path}: cannot read checkpoint file: {exc}") from None
+        raise ModelError(f"{path}: cannot read checkpoint file: {one_line(exc, 200)}") from None
     if isinstance(sd, dict) and isinstance(sd.get("state_dict"), dict):
         sd = sd["state_dict"]
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):

@@ -126,10 +126,9 @@ def _weights_info(path: Path) -> dict:
     else:
         import torch
 
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - pickle/zip errors of many kinds
-            raise ModelError(f"{path}: cannot load checkpoint ({type(exc).__name__}: {exc})") from None
+        from frameplan_core import torchfile
+
+        obj = torchfile.load(path)  # weights-only (never runs the pickle's code); one-line errors
         sd = obj.get("state_dict", obj) if isinstance(obj, dict) else {}
         tensors = {k: v for k, v in sd.items() if isinstance(v, torch.Tensor)}
         if not tensors:
