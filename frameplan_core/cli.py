@@ -64,7 +64,12 @@ def main(argv: list[str] | None = None) -> int:
     except FrameplanError as exc:
         print(f"frameplan {args.verb}: error: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM where a verb turns it into atomic.Terminated
+        from frameplan_core.atomic import Terminated
+
+        if isinstance(exc, Terminated):
+            print(f"frameplan {args.verb}: terminated", file=sys.stderr)
+            return 143
         print(f"frameplan {args.verb}: interrupted", file=sys.stderr)
         return 130
 

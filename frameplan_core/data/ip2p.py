@@ -15,6 +15,7 @@ interrupted conversion leaves nothing a reader would accept. Readers also accept
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,6 +68,8 @@ class FolderDatasetWriter:
     def __enter__(self) -> FolderDatasetWriter:
         if self.root.exists() and (not self.root.is_dir() or any(self.root.iterdir())) and not self.overwrite:
             raise DataError(f"{self.root}: already exists and is not empty (pass --overwrite to replace it)")
+        # what a killed earlier build of this same dataset left (its process gone): never another writer's
+        atomic.sweep_partials(self.root.parent, re.escape(self.root.name))
         self._ctx = atomic.atomic_dir(self.root, overwrite=True)
         self._tmp = self._ctx.__enter__()
         return self

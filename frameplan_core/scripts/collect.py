@@ -60,6 +60,13 @@ def build_config(task: str, args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    from frameplan_core import atomic
+
+    with atomic.sigterm_as_interrupt():  # SIGTERM as Ctrl-C: the unfinished episode is removed, workers stopped
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from frameplan_core.errors import ConfigError
     from frameplan_core.sim.collect import collect, format_summary, preview
 

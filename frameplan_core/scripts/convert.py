@@ -115,6 +115,13 @@ def _episode_samples(ep, kind: str, args, key: str, no_trajectory: list | None =
 
 
 def run(args: argparse.Namespace) -> int:
+    from frameplan_core import atomic
+
+    with atomic.sigterm_as_interrupt():  # SIGTERM as Ctrl-C: the unfinished dataset folder is removed
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from frameplan_core.data import ip2p, robotwin, splits

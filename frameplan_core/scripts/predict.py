@@ -32,10 +32,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--side-by-side", default=None, help="path of the side-by-side PNG (default <out>_side.png)")
 
 
+def check_image_out(path: str | Path, flag: str) -> Path:
+    """Refuse an output image path that cannot be written before the model runs (minutes on a CPU)."""
+    import cv2
+
+    from frameplan_core import atomic
+    from frameplan_core.errors import ConfigError
+
+    path = atomic.check_output_file(path, flag)
+    if path.suffix and not cv2.haveImageWriter(str(path)):
+        raise ConfigError(f"{flag} {path}: cannot write a {path.suffix!r} image; use .png or .jpg")
+    return path
+
+
 def run(args: argparse.Namespace) -> int:
     from frameplan_core.image import fit, hstack, read_image, write_image
     from frameplan_core.predictor import FramePredictor, SamplingConfig
 
+    out = check_image_out(args.out, "--out")
+    side = check_image_out(args.side_by_side, "--side-by-side") if args.side_by_side else \
+        check_image_out(out.with_name(f"{out.stem}_side.png"), "--out (its side-by-side image)")
     image = read_image(args.image)
     predictor = FramePredictor.from_pretrained(args.model, device=args.device, dtype=args.dtype)
     paper = SamplingConfig.paper() if args.paper else None
@@ -46,9 +62,7 @@ def run(args: argparse.Namespace) -> int:
         text_scale=args.text_scale if args.text_scale is not None else (paper.text_scale if paper else None),
         image_scale=args.image_scale if args.image_scale is not None else (paper.image_scale if paper else None),
         seed=args.seed, output_size=args.output_size, samples=args.samples)
-    out = Path(args.out)
     write_image(out, pred)
-    side = Path(args.side_by_side) if args.side_by_side else out.with_name(f"{out.stem}_side.png")
     # the input as the model saw it (same crop) beside a model-size prediction; as is beside an input-size one
     left = fit(image, pred.shape[:2], predictor.config.crop) if args.output_size == "model" else image
     write_image(side, hstack([left, pred]))

@@ -124,12 +124,21 @@ def _worker(cfg: TaskConfig, out: str, jobs, events) -> None:
     # when one worker fails the parent terminates the others: SIGTERM becomes SystemExit so the episode being
     # written is removed by its atomic writer, not left behind as a hidden .partial folder (~140 MB at 320x240)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    parent = mp.parent_process()
+
+    def on_frame() -> None:
+        # a parent killed outright (SIGKILL) cannot terminate its workers: they notice here and stop, removing
+        # their unfinished episode, instead of running to the end of the job list
+        if parent is not None and not parent.is_alive():
+            raise SystemExit(1)
+        events.put(("frame", None))
+
     while True:
         index = jobs.get()
         if index is None:
             return
         try:
-            res = collect_episode(cfg, out, index, on_frame=lambda: events.put(("frame", None)),
+            res = collect_episode(cfg, out, index, on_frame=on_frame,
                                   on_attempt=lambda kind: events.put(("fail", kind)))
             events.put(("done", res))
         except FrameplanError as exc:
@@ -146,7 +155,12 @@ def collect(cfg: TaskConfig, out: str | Path, workers: int = 1, progress: bool =
     """Collect the missing episodes of ``cfg`` under ``out`` with ``workers`` processes; returns the summary."""
     from tqdm import tqdm
 
+    from frameplan_core import atomic
+    from frameplan_core.data.robotwin import task_dir
+
     out = Path(out)
+    # unfinished episodes of an earlier run that was killed (SIGKILL, power cut): only dead writers' folders
+    atomic.sweep_partials(task_dir(out, cfg.task_name, cfg.head_camera_type), r"episode\d+")
     todo, existing = missing_episodes(out, cfg)
     summary = CollectSummary(cfg.task_name, str(out), requested=cfg.episode_num, skipped_existing=existing)
     t0 = time.perf_counter()
