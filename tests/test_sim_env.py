@@ -172,3 +172,25 @@ def test_bad_commands_and_calls_are_clear_errors(tmp_path):
         SimEnv(config=load_task_config("blocks_stack_easy"), cameras=()).reset("block_handover", 0)
     with pytest.raises(ConfigError, match="ticks_per_step"):
         SimEnv(ticks_per_step=0)
+
+
+def test_bench_times_simenv_beside_the_direct_path(tmp_path, capsys):
+    """`frameplan bench sim --api-only`: both paths replay the same commands to success in the same process, and
+    the table quotes both with their ratio."""
+    import json
+
+    from frameplan_core.cli import main
+
+    out = tmp_path / "bench.json"
+    assert main(["bench", "sim", "--api-only", "--task", "blocks_stack_easy", "--api-tasks", "blocks_stack_easy",
+                 "--api-reps", "1", "--api-render-ticks", "30", "--json", str(out)]) == 0
+    api = json.loads(out.read_text())["rollout_api"]
+    runs = api["per_task"]["blocks_stack_easy"]
+    assert set(runs) == {"expert_direct", "expert_env", "replay_direct", "replay_env"}
+    assert all(r["success"] and r["median_s"] > 0 for r in runs.values()), runs
+    ticks = runs["expert_direct"]["ticks"]
+    assert runs["expert_env"]["ticks"] == ticks and ticks - 15 < runs["replay_env"]["ticks"] <= ticks
+    rates = api["steps_per_s"]
+    assert len(rates) == 4 and all(r["median_steps_per_s"] > 0 for r in rates.values())
+    text = capsys.readouterr().out
+    assert f"| blocks_stack_easy | {ticks} |" in text and "SimEnv / direct" in text

@@ -262,7 +262,7 @@ class SimEnv:
             images = task.cameras.capture(self.cameras, depth=self.depth)
             task.timings["render_s"] += time.perf_counter() - t
         left, right = task.arms["left"], task.arms["right"]
-        return Observation(tick=task.step_count, sim_time=task.step_count * TIMESTEP, command=self._command,
+        return Observation(tick=task.step_count, sim_time=task.step_count * TIMESTEP, command=self._command.copy(),
                            images=images, instruction=self.instruction,
                            segment=task.segments[-1]["instruction"] if task.segments else None,
                            _qpos=(left.robot.get_qpos(), right.robot.get_qpos()),
