@@ -194,3 +194,25 @@ def test_bench_times_simenv_beside_the_direct_path(tmp_path, capsys):
     assert len(rates) == 4 and all(r["median_steps_per_s"] > 0 for r in rates.values())
     text = capsys.readouterr().out
     assert f"| blocks_stack_easy | {ticks} |" in text and "SimEnv / direct" in text
+
+
+def test_recorded_augmentation_record_rebuilds_the_same_look(tmp_path):
+    """A replay applies scene_info's augmentation record instead of drawing one: with augmentation switched off in
+    the config, the record alone reproduces the augmented episode's images exactly."""
+    from frameplan_core.sim import make_task
+    from sim_episodes import config
+
+    cams = _camera_config(tmp_path)
+    aug = make_task("block_handover", seed=3, camera_type=TINY,
+                    config=config("block_handover", cams, **{"augmentation.enabled": "true"}))
+    record = aug.scene_info["augmentation"]
+    assert {"light", "table_texture", "block_colors", "head_camera_jitter"} <= set(record)
+    want = aug.cameras.capture(("head_camera",), depth=False)["head_camera"]
+    aug.close()
+    with _env(tmp_path, render_every=1) as env:
+        plain = env.reset("block_handover", 3)
+        assert np.abs(plain.rgb().astype(int) - want["rgb"]).mean() > 5  # augmentation changes the look
+        again = env.reset("block_handover", 3, augment=record)
+        assert env.task.scene_info["augmentation"] == record
+        assert np.array_equal(again.rgb(), want["rgb"])
+        assert np.array_equal(again.images["head_camera"]["extrinsic_cv"], want["extrinsic_cv"])  # camera jitter
