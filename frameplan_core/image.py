@@ -84,11 +84,43 @@ def unfit(pred: np.ndarray, original_hw: tuple[int, int], policy: CropPolicy = "
         cw, ch = round(w * scale), round(h * scale)
         y0, x0 = (ph - ch) // 2, (pw - cw) // 2
         return cv2.resize(pred[y0 : y0 + ch, x0 : x0 + cw], (w, h), interpolation=cv2.INTER_CUBIC)
-    scale = max(ph / h, pw / w)
-    ch, cw = min(h, round(ph / scale)), min(w, round(pw / scale))
-    y0, x0 = (h - ch) // 2, (w - cw) // 2
+    y0, x0, ch, cw = _center_box((ph, pw), (h, w))
     out = np.zeros((h, w, 3), np.uint8) if background is None else background.copy()
     out[y0 : y0 + ch, x0 : x0 + cw] = cv2.resize(pred, (cw, ch), interpolation=cv2.INTER_CUBIC)
+    return out
+
+
+def _center_box(pred_hw: tuple[int, int], original_hw: tuple[int, int]) -> tuple[int, int, int, int]:
+    """(y0, x0, h, w) of the window of the original that the centre crop showed the model."""
+    (ph, pw), (h, w) = pred_hw, original_hw
+    scale = max(ph / h, pw / w)
+    ch, cw = min(h, round(ph / scale)), min(w, round(pw / scale))
+    return (h - ch) // 2, (w - cw) // 2, ch, cw
+
+
+def unfit_map(values: np.ndarray, original_hw: tuple[int, int], policy: CropPolicy = "center",
+              fill: float = float("nan")) -> np.ndarray:
+    """``unfit`` for a (H, W) float map (e.g. per-pixel uncertainty): the same geometry as the frame, bilinear so
+    a non-negative map stays non-negative; the centre crop's cut-away borders (pixels the model never saw) get
+    ``fill``."""
+    values = np.ascontiguousarray(values, dtype=np.float32)
+    if values.ndim != 2 or 0 in values.shape:
+        raise InputError(f"unfit_map: expected a non-empty (H, W) map, got shape {values.shape}")
+    h, w = original_hw
+    ph, pw = values.shape
+    if policy == "resize":
+        return cv2.resize(values, (w, h), interpolation=cv2.INTER_LINEAR)
+    if policy == "pad":
+        scale = min(pw / w, ph / h)
+        cw, ch = round(w * scale), round(h * scale)
+        y0, x0 = (ph - ch) // 2, (pw - cw) // 2
+        return cv2.resize(np.ascontiguousarray(values[y0 : y0 + ch, x0 : x0 + cw]), (w, h),
+                          interpolation=cv2.INTER_LINEAR)
+    if policy != "center":
+        raise InputError(f"crop policy {policy!r}: expected one of center, resize, pad")
+    y0, x0, ch, cw = _center_box((ph, pw), (h, w))
+    out = np.full((h, w), fill, np.float32)
+    out[y0 : y0 + ch, x0 : x0 + cw] = cv2.resize(values, (cw, ch), interpolation=cv2.INTER_LINEAR)
     return out
 
 

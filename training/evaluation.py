@@ -439,3 +439,203 @@ def _write_outputs(result: dict, out: Path, examples: dict[str, tuple], text: st
     atomic.write_json(out / "metrics.json", _clean(result))
     log.info("evaluation written to %s (report.md, metrics.json, %s)", out, fig.name)
 
+
+
+# ---------------------------------------------------------------- uncertainty calibration
+def _resolved_samples(samples: int | None, default: int, kind: str) -> int:
+    from frameplan_core.errors import ConfigError
+
+    k = default if samples is None else samples
+    if k < 2:
+        raise ConfigError(f"eval {kind} --uncertainty: samples={k}; the uncertainty is the spread of the samples, so "
+                          "it needs --samples >= 2")
+    return k
+
+
+def _uncertainty_panel(inp: np.ndarray, pred: np.ndarray, truth: np.ndarray, u: np.ndarray) -> list[np.ndarray]:
+    """input, prediction, ground truth, |error| and uncertainty heat maps (the same colour scale)."""
+    from frameplan_core import calibration, uncertainty
+
+    err = calibration.error_map(pred, truth)
+    return [inp, pred, truth, uncertainty.heatmap(err), uncertainty.heatmap(u)]
+
+
+def _calibration_outputs(result: dict, out: Path, panels: dict[str, list[np.ndarray]]) -> None:
+    from frameplan_core import uncertainty
+
+    out.mkdir(parents=True, exist_ok=True)
+    images, labels = [], []
+    for task, row in sorted(panels.items())[:3]:
+        images += row
+        labels += [f"{task}: input", "prediction", "ground truth", "|error|", "uncertainty"]
+    if images:
+        cell = max(128, max(im.shape[0] for im in images))
+        sheet = contact_sheet(images, cols=5, cell=cell, labels=labels)
+        # the colour bar explains the last two columns (|error| and uncertainty share its scale)
+        fig = write_image(out / "uncertainty.png", uncertainty.with_legend(sheet, uncertainty.HEATMAP_MAX))
+        result["figure"] = str(fig)
+    atomic.write_text(out / "uncertainty.md", _uncertainty_report(result) +
+                      ("\n![examples](uncertainty.png)\n" if images else ""))
+    atomic.write_json(out / "uncertainty.json", _clean(result))
+    log.info("uncertainty calibration written to %s (uncertainty.md, uncertainty.json, uncertainty.png)", out)
+
+
+def _calibration_summaries(rows: list[dict]) -> dict[str, dict]:
+    from frameplan_core import calibration
+
+    tasks = sorted({r["task"] for r in rows})
+    return {t: calibration.summarize([r for r in rows if t == ALL or r["task"] == t]) for t in tasks + [ALL]}
+
+
+def evaluate_predictor_uncertainty(model: str | Path, data: str | Path, out: str | Path, split: str = "auto",
+                                   steps: int | None = None, text_scale: float | None = None,
+                                   image_scale: float | None = None, samples: int | None = None, seed: int = 0,
+                                   batch_size: int = 8, max_samples: int | None = None, device: str = "auto",
+                                   predictor: Any = None, progress: Callable[[int, int], None] | None = None) -> dict:
+    """How well the predictor's uncertainty map and confidence track its real error on the held-out split, at the
+    published geometry (the frame and map the node publishes), against the oracle and trivial maps
+    (frameplan_core/calibration.py). Writes uncertainty.md, uncertainty.json and uncertainty.png into ``out``."""
+    from frameplan_training.datasets import PairDataset
+
+    from frameplan_core import calibration
+    from frameplan_core.predictor import FramePredictor
+
+    data, out = Path(data), Path(out)
+    split = held_out_split(data, split)
+    p = predictor if predictor is not None else FramePredictor.from_pretrained(model, device=device)
+    k = _resolved_samples(samples, p.config.sampling.samples, "predictor")
+    res = p.config.resolution
+    ds = PairDataset(data, split, res, res, max_bad=0)
+    n = len(ds) if max_samples is None else min(len(ds), max_samples)
+    t0 = time.perf_counter()
+    rows: list[dict] = []
+    panels: dict[str, list[np.ndarray]] = {}
+    for idx in _batches(n, batch_size):
+        items = [s for _, s in (ds.sample(pos) for pos in idx)]
+        preds = p.predict_batch([s.input for s in items], [s.edit for s in items], steps=steps,
+                                text_scale=text_scale, image_scale=image_scale, seed=seed, samples=k,
+                                output_size="input", return_uncertainty=True)
+        for s, pr in zip(items, preds):
+            task = str(s.meta.get("task", "")) or "unknown"
+            row = calibration.score(pr.uncertainty, pr.image, s.output, s.input)
+            row.update({"id": s.id, "task": task, "confidence": pr.confidence})
+            rows.append(row)
+            panels.setdefault(task, _uncertainty_panel(s.input, pr.image, s.output, pr.uncertainty))
+        if progress:
+            progress(len(rows), n)
+    if not rows:
+        raise DataError(f"{data}: no samples in split {split!r}")
+    s = p.config.sampling
+    settings = {"steps": steps or s.steps, "sampler": s.sampler, "samples": k, "seed": seed,
+                "text_scale": text_scale if text_scale is not None else s.text_scale,
+                "image_scale": image_scale if image_scale is not None else s.image_scale, "compose": s.compose,
+                "resolution": res, "crop": p.config.crop}
+    result = {"kind": "predictor", "model": str(model), "data": str(data), "split": split, "num_samples": len(rows),
+              "unit": "prediction", "settings": settings, "seconds": round(time.perf_counter() - t0, 2),
+              "fractions": calibration.FRACTIONS.tolist(), "per_task": _calibration_summaries(rows), "samples": rows}
+    _calibration_outputs(result, out, panels)
+    return result
+
+
+def evaluate_planner_uncertainty(model: str | Path, data: str | Path, out: str | Path, split: str = "auto",
+                                 steps: int | None = None, guidance: float | None = None, samples: int | None = None,
+                                 seed: int = 0, max_samples: int | None = None, device: str = "auto",
+                                 planner: Any = None, progress: Callable[[int, int], None] | None = None) -> dict:
+    """The planner's per-frame uncertainty maps and confidences against its real error, frames 2-9 of each
+    held-out plan (text and trajectory when the data has tracks, else text), scored like the predictor's."""
+    from frameplan_training.datasets import GridSampleDataset, grid_example
+
+    from frameplan_core import calibration
+    from frameplan_core.planner import GridPlanner
+    from frameplan_core.trajectory import Trajectory
+
+    data, out = Path(data), Path(out)
+    split = held_out_split(data, split)
+    g = planner if planner is not None else GridPlanner.from_pretrained(model, device=device)
+    k = _resolved_samples(samples, g.config.samples, "planner")
+    cell = g.config.cell_size
+    ds = GridSampleDataset(data, split, cell, thickness=g.config.thickness, max_bad=0)
+    n = len(ds) if max_samples is None else min(len(ds), max_samples)
+    t0 = time.perf_counter()
+    rows: list[dict] = []
+    panels: dict[str, list[np.ndarray]] = {}
+    for pos in range(n):
+        ex = grid_example(ds, pos)
+        task, gt = ex["task"] or "unknown", ex["frames"]
+        traj = Trajectory(ex["trajectory"], (cell, cell)) if ex["trajectory"] is not None else None
+        plan = g.plan(gt[0], instruction=ex["text"], trajectory=traj, steps=steps, guidance=guidance, seed=seed,
+                      samples=k)
+        for f in range(1, 9):
+            row = calibration.score(plan.uncertainty[f], plan.frames[f], gt[f], gt[0])
+            row.update({"id": f"{ex['index']}/frame{f + 1}", "task": task, "frame": f + 1,
+                        "confidence": plan.frame_confidence[f]})
+            rows.append(row)
+        panels.setdefault(task, _uncertainty_panel(gt[0], plan.frames[8], gt[8], plan.uncertainty[8]))
+        if progress:
+            progress(pos + 1, n)
+    if not rows:
+        raise DataError(f"{data}: no samples in split {split!r}")
+    settings = {"steps": steps or g.config.steps, "guidance": guidance if guidance is not None else g.config.guidance,
+                "samples": k, "seed": seed, "cell_size": cell}
+    result = {"kind": "planner", "model": str(model), "data": str(data), "split": split, "num_samples": n,
+              "unit": "plan frame (2-9)", "settings": settings, "seconds": round(time.perf_counter() - t0, 2),
+              "fractions": calibration.FRACTIONS.tolist(), "per_task": _calibration_summaries(rows), "samples": rows}
+    _calibration_outputs(result, out, panels)
+    return result
+
+
+def _uncertainty_report(r: dict) -> str:
+    from frameplan_core import calibration
+
+    s = r["settings"]
+    per_task = r["per_task"]
+    f = report._f
+    where = (f"the published geometry (`output_size: input`, {s['resolution']}² model, {s['crop']} crop; pixels "
+             "outside the model's view have no estimate and are left out)") if r["kind"] == "predictor" else \
+        f"{s['cell_size']} px plan cells, frames 2–9 (frame 1 is the observed input)"
+    lines = [
+        f"# Uncertainty calibration: {r['kind']}", "",
+        f"- model: `{r['model']}`",
+        f"- data: `{r['data']}`, held-out split **{r['split']}** ({r['num_samples']} samples; one row per "
+        f"{r['unit']})",
+        "- settings: " + ", ".join(f"{k} {v}" for k, v in s.items()),
+        f"- scored at {where}",
+        f"- time: {r['seconds']} s", "",
+        ("Uncertainty = the samples' RMS distance from the published pixel (frameplan_core/uncertainty.py). "
+         "ρ = Spearman correlation of a map with the per-pixel error (mean over predictions). AUC = mean over "
+         "f = 0, 0.05 … 0.95 of the RMS error of the pixels left after dropping the fraction f the map is least "
+         "sure of, ÷ the RMS error of all of them (lower is better; uniform/random order = 1; *oracle* = ordered by "
+         "the true error). AUSE = AUC − oracle AUC. Trivial maps: *edges* = |input − blurred input|, *mask* = the "
+         "binary changed-pixel mask (prediction vs input > 25/255, dilated 3 px), *change* = |prediction − input| "
+         "as a magnitude, dilated. Confidence ranking = Spearman of −confidence with each prediction's RMS "
+         "error across predictions, beside the same for the mean predicted change. error/spread: RMS error ÷ RMS "
+         "uncertainty (a calibrated mean of K samples: √((K+1)/(K−1))). Method: frameplan_core/calibration.py."), "",
+        "## Per task", "",
+        "| Task | n | ρ model ↑ | ρ edges | ρ mask | ρ change | AUC model ↓ | AUC oracle | AUC edges | AUC mask "
+        "| AUC change | AUC uniform | AUSE model | error/spread | confidence ranking ↑ | change ranking |",
+        "|" + "---|" * 16,
+    ]
+    for task, d in per_task.items():
+        m, e, k, c, u = d["model"], d["edges"], d["changed_mask"], d["predicted_change"], d["uniform"]
+        lines.append("| " + " | ".join([task, str(d["n"]), f(m["spearman"]), f(e["spearman"]), f(k["spearman"]),
+                                         f(c["spearman"]), f(m["auc"]), f(d["oracle_auc"]), f(e["auc"]), f(k["auc"]),
+                                         f(c["auc"]), f(u["auc"]), f(m["ause"]), f(d["error_to_spread"], 2),
+                                         f(d["confidence_ranking"]), f(d["predicted_change_ranking"])]) + " |")
+    allt = per_task[ALL]
+    fr = r["fractions"]
+    show = [i for i, x in enumerate(fr) if round(x * 100) % 25 == 0 or i == len(fr) - 1]
+    lines += ["", "## Sparsification curve (all tasks): relative RMS error of the kept pixels", "",
+              "| dropped fraction | " + " | ".join(f"{fr[i]:.2f}" for i in show) + " |",
+              "|---|" + "---|" * len(show)]
+    for name in ("model", "oracle", "edges", "changed_mask", "predicted_change", "uniform"):
+        lines.append(f"| {name} | " + " | ".join(f(allt['curves'][name][i]) for i in show) + " |")
+    beats = [t for t, d in per_task.items() if t != ALL and all(
+        d["model"]["auc"] < d[b]["auc"] for b in calibration.BASELINES)]
+    tasks = [t for t in per_task if t != ALL]
+    lines += ["", (f"**The uncertainty map orders pixels by error better than every trivial map (lower AUC) on "
+                   f"{len(beats)} of {len(tasks)} tasks**" + (f" ({', '.join(beats)})" if beats else "") + "; "
+                   f"all tasks: AUC {f(allt['model']['auc'])} vs edges {f(allt['edges']['auc'])}, mask "
+                   f"{f(allt['changed_mask']['auc'])}, change "
+                   f"{f(allt['predicted_change']['auc'])}, uniform {f(allt['uniform']['auc'])}, oracle "
+                   f"{f(allt['oracle_auc'])}."), ""]
+    return "\n".join(lines)

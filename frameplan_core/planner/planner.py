@@ -13,8 +13,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from frameplan_core import uncertainty
 from frameplan_core.errors import InputError
-from frameplan_core.grid import compose, source_grid
+from frameplan_core.grid import compose, source_grid, split
 from frameplan_core.image import ensure_rgb_uint8, fit
 from frameplan_core.planner import lora, model, sampling
 from frameplan_core.planner.chain import run_chain
@@ -238,6 +239,12 @@ class GridPlanner:
     def _generate(self, cond_grid: np.ndarray, instruction: str | None, steps: int, guidance: float,
                   generator: torch.Generator, samples: int = 1) -> np.ndarray:
         """One grid; ``samples`` > 1 draws that many in one batch and returns their per-pixel mean."""
+        return self._generate_full(cond_grid, instruction, steps, guidance, generator, samples)[0]
+
+    def _generate_full(self, cond_grid: np.ndarray, instruction: str | None, steps: int, guidance: float,
+                       generator: torch.Generator, samples: int = 1) -> tuple[np.ndarray, np.ndarray | None]:
+        """``_generate`` and, with ``samples`` > 1, the grid's (3c, 3c) uncertainty map from the same samples
+        (their standard deviation in grey levels, uncertainty.py); None for one sample."""
         hw = self._latent_hw(cond_grid.shape[:2])
         cond = sampling.pack(sampling.encode(self.vae, cond_grid[None])).to(self.dtype).repeat(samples, 1, 1)
         text, pooled = self.encode_text([instruction])
@@ -245,7 +252,9 @@ class GridPlanner:
         tokens = sampling.sample(self.transformer, self.scheduler, cond, hw, text, pooled, steps, guidance, generator)
         if self.config.target == "residual":
             tokens = tokens + cond  # the flow generated the change from the tiled observation
-        return sampling.decode(self.vae, sampling.unpack(tokens, *hw), mean=samples > 1)[0]
+        x = sampling.decode_levels(self.vae, sampling.unpack(tokens, *hw))
+        grid = x.mean(0).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+        return grid, (uncertainty.sample_spread(x[:, None])[0] if samples > 1 else None)
 
     def plan(self, image: np.ndarray, instruction: str | None = None, trajectory: Any = None,
              steps: int | None = None, guidance: float | None = None, seed: int | None = None,
@@ -281,13 +290,17 @@ class GridPlanner:
         gen = torch.Generator("cpu").manual_seed(seed)  # device-independent: same seed, same plan on CPU and GPU
         t0 = time.perf_counter()
         timings: dict[str, float] = {}
+        spreads: list[np.ndarray] = []
         try:
             def make_grid(frame: np.ndarray, first: bool) -> tuple[np.ndarray, np.ndarray]:
                 cond = source_grid(drawn if first else frame, self.config.layout)
                 t = time.perf_counter()
-                grid = self._generate(cond, instruction, steps, guidance, gen, samples)
+                grid, spread = self._generate_full(cond, instruction, steps, guidance, gen, samples)
                 c = self.config.cell_size
                 grid[:c, :c] = frame  # observed cell 1
+                if spread is not None:
+                    spread[:c, :c] = 0.0  # an input, known exactly
+                    spreads.append(spread)
                 timings[f"grid_{len(timings) + 1}_s"] = time.perf_counter() - t
                 return grid, cond
 
@@ -296,13 +309,17 @@ class GridPlanner:
             if adapter is not None:
                 self.set_adapter(previous)
         timings["total_s"] = time.perf_counter() - t0
+        maps = [m for k, g in enumerate(spreads) for m in (split(g) if k == 0 else split(g)[1:])] or None
         return Plan(frames=frames, grid=grids[-1], grids=grids, conditioning=conds[0], instruction=instruction,
                     trajectory=pts,
                     inputs={"steps": steps, "guidance": guidance, "seed": seed, "chain": chain, "samples": samples,
                             "adapter": adapter if adapter is not None else previous, "model": self.config.name,
                             "cell_size": self.config.cell_size, "modalities":
                             [m for m, on in (("text", instruction), ("trajectory", pts is not None)) if on]},
-                    timings=timings)
+                    timings=timings, uncertainty=maps, grid_uncertainty=spreads[-1] if spreads else None,
+                    frame_confidence=None if maps is None else [uncertainty.confidence(m) for m in maps],
+                    confidence=None if maps is None else uncertainty.confidence_of(maps[1:]),
+                    uncertainty_note=None if maps is not None else uncertainty.ONE_SAMPLE)
 
     # ------------------------------------------------------------ training
     def trainable_parameters(self, mode: str = "lora") -> list[torch.nn.Parameter]:

@@ -72,13 +72,20 @@ def encode(vae, images: Any) -> torch.Tensor:
 
 
 @torch.no_grad()
-def decode(vae, latents: torch.Tensor, mean: bool = False) -> np.ndarray:
-    """Normalised latents -> uint8 (B, H, W, 3); ``mean``: their per-pixel mean (1, H, W, 3), averaged before the
-    one rounding to uint8."""
+def decode_levels(vae, latents: torch.Tensor) -> torch.Tensor:
+    """Normalised latents -> float32 (B, 3, H, W) pixels in grey levels [0, 255], not rounded (a mean of samples
+    and their spread are taken from these)."""
     scale, shift = _vae_factors(vae)
     p = next(vae.parameters())
     x = vae.decode((latents / scale + shift).to(p.dtype)).sample
-    x = (x.float().clamp(-1, 1) + 1) * 127.5
+    return (x.float().clamp(-1, 1) + 1) * 127.5
+
+
+@torch.no_grad()
+def decode(vae, latents: torch.Tensor, mean: bool = False) -> np.ndarray:
+    """Normalised latents -> uint8 (B, H, W, 3); ``mean``: their per-pixel mean (1, H, W, 3), averaged before the
+    one rounding to uint8."""
+    x = decode_levels(vae, latents)
     if mean:
         x = x.mean(0, keepdim=True)
     return x.round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()

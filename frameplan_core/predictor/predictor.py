@@ -14,10 +14,10 @@ from typing import Literal
 import numpy as np
 import torch
 
-from frameplan_core import atomic
+from frameplan_core import atomic, uncertainty
 from frameplan_core.device import resolve_device, resolve_dtype
 from frameplan_core.errors import ConfigError, InputError, ModelError
-from frameplan_core.image import fit
+from frameplan_core.image import fit, unfit_map
 from frameplan_core.predictor import compose as composition
 from frameplan_core.predictor import preprocess, sampling
 from frameplan_core.predictor.config import (
@@ -33,6 +33,7 @@ from frameplan_core.predictor.model import (
     save_components,
 )
 from frameplan_core.text import validate_instruction
+from frameplan_core.types import Prediction
 
 log = logging.getLogger(__name__)
 
@@ -221,13 +222,25 @@ class FramePredictor:
         return self.predict_batch([image], [instruction], steps, text_scale, image_scale, seed, sampler,
                                   output_size, samples, compose)[0]
 
+    def predict_full(self, image: np.ndarray, instruction: str, steps: int | None = None,
+                     text_scale: float | None = None, image_scale: float | None = None, seed: int | None = None,
+                     sampler: str | None = None, output_size: Literal["model", "input"] = "model",
+                     samples: int | None = None, compose: int | None = None) -> Prediction:
+        """``predict`` plus its per-pixel uncertainty and confidence (frameplan_core/uncertainty.py), from the same
+        samples as the frame: a Prediction whose ``image`` equals what ``predict`` returns."""
+        return self.predict_batch([image], [instruction], steps, text_scale, image_scale, seed, sampler,
+                                  output_size, samples, compose, return_uncertainty=True)[0]
+
     @torch.no_grad()
     def predict_batch(self, images: Sequence[np.ndarray], instructions: Sequence[str], steps: int | None = None,
                       text_scale: float | None = None, image_scale: float | None = None, seed: int | None = None,
                       sampler: str | None = None, output_size: Literal["model", "input"] = "model",
-                      samples: int | None = None, compose: int | None = None) -> list[np.ndarray]:
+                      samples: int | None = None, compose: int | None = None,
+                      return_uncertainty: bool = False) -> list[np.ndarray] | list[Prediction]:
         """Batched prediction: one UNet forward per step for all images, guidance passes and ``samples`` (averaged
-        per image, SamplingConfig). ``seed=None`` means seed 0, so repeated calls are reproducible."""
+        per image, SamplingConfig). ``seed=None`` means seed 0, so repeated calls are reproducible.
+        ``return_uncertainty``: Predictions (frame + uncertainty map at the frame's geometry + confidence, from
+        the same samples) instead of bare frames; with one sample their maps are None, with a note."""
         t0 = time.perf_counter()
         if isinstance(images, np.ndarray) or isinstance(instructions, str):
             raise InputError("predict_batch: pass lists of images and instructions (use predict for one)")
@@ -260,9 +273,13 @@ class FramePredictor:
                                   latent_channels=self.vae.config.latent_channels)
         latents = self.frame_latents(latents, image_latents)
         t3 = time.perf_counter()
-        frames = self.decode_latents(latents).float().clamp(-1, 1)
-        out = preprocess.to_uint8(frames.unflatten(0, (s.samples, n)).mean(0))
-        masks = self._change_masks(out, image_latents[:n], s) if s.compose else None
+        frames = self.decode_latents(latents).float().clamp(-1, 1).unflatten(0, (s.samples, n))
+        out = preprocess.to_uint8(frames.mean(0))
+        want_u = return_uncertainty and s.samples > 1
+        recon = self._reconstructions(image_latents[:n]) if s.compose or want_u else None
+        masks = [composition.change_mask(p, r, s.compose, s.compose_dilate, s.compose_feather)
+                 for p, r in zip(out, recon)] if s.compose else None
+        spreads = self._spreads(frames, recon, masks) if want_u else None
         if output_size == "input":
             out = [preprocess.back_to_input(o, im, self.config.crop) for o, im in zip(out, imgs)]
         if masks is not None:
@@ -270,15 +287,53 @@ class FramePredictor:
                                                              for im in imgs]
             out = [composition.compose(o, im, preprocess.mask_to_input(m, im.shape[:2], self.config.crop)
                                    if output_size == "input" else m) for o, im, m in zip(out, originals, masks)]
+        if spreads is not None:
+            spreads = [self._published_uncertainty(u, r, im, None if masks is None else masks[i], output_size)
+                       for i, (u, r, im) in enumerate(zip(spreads, recon, imgs))]
         t4 = time.perf_counter()
         self.last_timings = {"preprocess_s": t1 - t0, "encode_s": t2 - t1, "denoise_s": t3 - t2,
                              "decode_s": t4 - t3, "total_s": t4 - t0}
-        return out
+        if not return_uncertainty:
+            return out
+        inputs = {"steps": s.steps, "sampler": s.sampler, "text_scale": s.text_scale, "image_scale": s.image_scale,
+                  "samples": s.samples, "compose": s.compose, "seed": check_seed(seed), "output_size": output_size}
+        return [Prediction(image=o, instruction=t, inputs=dict(inputs), timings=dict(self.last_timings),
+                           uncertainty=None if spreads is None else spreads[i],
+                           confidence=None if spreads is None else uncertainty.confidence(spreads[i]),
+                           uncertainty_note=uncertainty.ONE_SAMPLE if spreads is None else None)
+                for i, (o, t) in enumerate(zip(out, texts))]
 
-    def _change_masks(self, preds: list[np.ndarray], image_latents: torch.Tensor, s: SamplingConfig) -> list[np.ndarray]:
-        """Where the prediction differs from the VAE's own reconstruction of the input (compose.py)."""
-        recon = preprocess.to_uint8(self.decode_latents(image_latents * self.vae.config.scaling_factor).float())
-        return [composition.change_mask(p, r, s.compose, s.compose_dilate, s.compose_feather) for p, r in zip(preds, recon)]
+    def _reconstructions(self, image_latents: torch.Tensor) -> list[np.ndarray]:
+        """The VAE's own reconstruction of each input: what composition compares a prediction with (compose.py)."""
+        return preprocess.to_uint8(self.decode_latents(image_latents * self.vae.config.scaling_factor).float())
+
+    def _published_uncertainty(self, spread: np.ndarray, recon: np.ndarray, image: np.ndarray,
+                               mask: np.ndarray | None, output_size: str) -> np.ndarray:
+        """A model-resolution spread map at the published geometry (mapped like the frame; NaN where the model saw
+        nothing) with the reconstruction floor added where the pixel is generated (uncertainty.py)."""
+        crop = self.config.crop
+        if output_size == "input":
+            spread = unfit_map(spread, image.shape[:2], crop)
+            floor = uncertainty.rms_difference(preprocess.back_to_input(recon, image, crop), image)
+            weight = 1.0 if mask is None else preprocess.mask_to_input(mask, image.shape[:2], crop)
+        else:
+            floor = uncertainty.rms_difference(recon, fit(image, self.config.resolution, crop))
+            weight = 1.0 if mask is None else mask
+        return uncertainty.combine(spread, floor, weight)
+
+    @staticmethod
+    def _spreads(frames: torch.Tensor, recon: list[np.ndarray] | None,
+                 masks: list[np.ndarray] | None) -> list[np.ndarray]:
+        """Model-resolution spread maps from the (samples, n, 3, H, W) decoded frames in [-1, 1]: the samples' RMS
+        distance from the published pixel (their mean; with composition m * mean + (1 - m) * the input's VAE
+        reconstruction, uncertainty.py)."""
+        levels = (frames + 1.0) * 127.5
+        published = None
+        if masks is not None and recon is not None:
+            m = torch.from_numpy(np.stack(masks)).to(levels)[:, None]
+            r = torch.from_numpy(np.stack(recon)).permute(0, 3, 1, 2).to(levels)
+            published = m * levels.mean(0) + (1.0 - m) * r
+        return list(uncertainty.sample_spread(levels, published))
 
     # ------------------------------------------------------------ reporting
     def parameter_counts(self) -> dict[str, int]:

@@ -83,13 +83,17 @@ def run(args: argparse.Namespace) -> int:
 
     def predict():
         image, text = _demo_input(sim_dir, out)
+        u = out / "predicted_uncertainty.png"
+        u.unlink(missing_ok=True)  # written again only when the model draws several samples
         _cli(["predict", "--image", image, "--instruction", text, "--out", out / "predicted.png"])
-        return f"{out / 'predicted.png'} (instruction: {text!r})"
+        return (f"{out / 'predicted.png'} (instruction: {text!r})" + (f"; uncertainty heat map {u}" if u.exists()
+                                                                     else ""))
 
     def plan():
         image, text = _demo_input(sim_dir, out)
         _cli(["plan", "--image", image, "--instruction", text, "--out", out / "plan", "--overwrite"])
-        return f"{out / 'plan'} (grid, nine frames, GIF)"
+        u = out / "plan" / "uncertainty.png"
+        return f"{out / 'plan'} (grid, nine frames, GIF" + (f", uncertainty heat map {u})" if u.exists() else ")")
 
     def ros():
         if args.skip_ros:

@@ -1,7 +1,10 @@
 """Generate a 9-frame 3x3 serpentine visual plan from one image and an instruction, a trajectory, or both.
 
 Writes into --out: grid.png (the 3x3 mosaic; grid_NN.png per grid when chained), frames/frame_NN.png in time
-order, plan.gif (the sequence), conditioning.png (the source grid the model saw) and plan.json (inputs, timings).
+order, plan.gif (the sequence), conditioning.png (the source grid the model saw) and plan.json (inputs, timings,
+confidences). With two or more samples (the embedded model's default is 4) also the uncertainty of every frame:
+uncertainty.png (heat map of the grid with a scale bar in grey levels; uncertainty_NN.png per grid when chained)
+and uncertainty.npy (float32 (frames, cell, cell) in grey levels, time order; frameplan_core/uncertainty.py).
 Trajectory file (JSON): [[x, y], ...] pixel points of --image, or {"points": [[x, y], ...]}, or
 {"points_3d": [[x, y, z], ...], "K": [[fx, 0, cx], [0, fy, cy], [0, 0, 1]]} in the camera optical frame."""
 from __future__ import annotations
@@ -30,6 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--fps", type=float, default=4.0, help="frame rate of plan.gif")
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    parser.add_argument("--no-uncertainty", action="store_true", help="do not write uncertainty.png/.npy")
 
 
 def read_trajectory(path: str | Path):
@@ -56,7 +60,9 @@ def gif_bytes(frames, fps: float) -> bytes:
 
 
 def run(args: argparse.Namespace) -> int:
-    from frameplan_core import atomic
+    import numpy as np
+
+    from frameplan_core import atomic, grid, uncertainty
     from frameplan_core.errors import InputError
     from frameplan_core.image import encode_image, read_image
     from frameplan_core.planner import GridPlanner
@@ -86,11 +92,24 @@ def run(args: argparse.Namespace) -> int:
             atomic.write_bytes(tmp / "frames" / f"frame_{k:02d}.png", encode_image(f))
         atomic.write_bytes(tmp / "plan.gif", gif_bytes(plan.frames, args.fps))
         atomic.write_bytes(tmp / "conditioning.png", encode_image(plan.conditioning))
+        maps = None if args.no_uncertainty else plan.uncertainty
+        if maps is not None:
+            for k in range(len(plan.grids)):
+                heat = uncertainty.heatmap(grid.compose(maps[8 * k : 8 * k + 9]))
+                name = "uncertainty.png" if k == len(plan.grids) - 1 else f"uncertainty_{k + 1:02d}.png"
+                atomic.write_bytes(tmp / name, encode_image(uncertainty.with_legend(
+                    heat, uncertainty.HEATMAP_MAX, uncertainty.confidence_of(maps[8 * k + 1 : 8 * k + 9]))))
+            atomic.write_bytes(tmp / "uncertainty.npy", uncertainty.npy_bytes(np.stack(maps)))
         atomic.write_json(tmp / "plan.json", {
             "image": str(args.image), "instruction": plan.instruction, "checkpoint": str(args.checkpoint),
             "trajectory_cell_px": None if plan.trajectory is None else plan.trajectory.tolist(),
             "frames": len(plan.frames), "inputs": plan.inputs, "timings": plan.timings,
+            "confidence": plan.confidence, "frame_confidence": plan.frame_confidence,
+            "uncertainty": {"files": ["uncertainty.png", "uncertainty.npy"], "unit": "grey levels (0..255)",
+                            "heatmap_max": uncertainty.HEATMAP_MAX} if maps is not None else plan.uncertainty_note,
         })
     print(f"plan: {len(plan.frames)} frames ({', '.join(plan.inputs['modalities'])}) in "
-          f"{plan.timings['total_s']:.2f} s -> {out}/ (grid.png, frames/, plan.gif, conditioning.png, plan.json)")
+          f"{plan.timings['total_s']:.2f} s -> {out}/ (grid.png, frames/, plan.gif, conditioning.png, plan.json"
+          + (", uncertainty.png/.npy" if maps is not None else "") + ")"
+          + (f"; confidence {plan.confidence:.3f}" if plan.confidence is not None else ""))
     return 0

@@ -1,6 +1,9 @@
 """Predict the future frame for an image and an instruction with the frame predictor (seed 000).
 
-Writes the prediction (--out) and a side-by-side PNG (input | prediction) next to it (<out>_side.png)."""
+Writes the prediction (--out) and a side-by-side PNG (input | prediction) next to it (<out>_side.png); with two or
+more samples (the embedded model's default is 4) also its uncertainty map: <out>_uncertainty.png (colour heat map
+with a scale bar, grey levels; grey = no estimate) and <out>_uncertainty.npy (the raw float32 map in grey levels,
+NaN = no estimate; frameplan_core/uncertainty.py)."""
 from __future__ import annotations
 
 import argparse
@@ -30,6 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="auto", help="auto | fp32 | fp16 | bf16")
     parser.add_argument("--side-by-side", default=None, help="path of the side-by-side PNG (default <out>_side.png)")
+    parser.add_argument("--no-uncertainty", action="store_true",
+                        help="do not write <out>_uncertainty.png/.npy (the map costs one extra VAE decode)")
 
 
 def check_image_out(path: str | Path, flag: str) -> Path:
@@ -46,26 +51,40 @@ def check_image_out(path: str | Path, flag: str) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
+    from frameplan_core import atomic, uncertainty
     from frameplan_core.image import fit, hstack, read_image, write_image
     from frameplan_core.predictor import FramePredictor, SamplingConfig
 
     out = check_image_out(args.out, "--out")
     side = check_image_out(args.side_by_side, "--side-by-side") if args.side_by_side else \
         check_image_out(out.with_name(f"{out.stem}_side.png"), "--out (its side-by-side image)")
+    u_png = None if args.no_uncertainty else check_image_out(out.with_name(f"{out.stem}_uncertainty.png"),
+                                                             "--out (its uncertainty map)")
+    u_npy = None if u_png is None else atomic.check_output_file(u_png.with_suffix(".npy"),
+                                                                "--out (its raw uncertainty map)")
     image = read_image(args.image)
     predictor = FramePredictor.from_pretrained(args.model, device=args.device, dtype=args.dtype)
     paper = SamplingConfig.paper() if args.paper else None
-    pred = predictor.predict(
-        image, args.instruction,
+    kw = dict(
         steps=args.steps if args.steps is not None else (paper.steps if paper else None),
         sampler=args.sampler or (paper.sampler if paper else None),
         text_scale=args.text_scale if args.text_scale is not None else (paper.text_scale if paper else None),
         image_scale=args.image_scale if args.image_scale is not None else (paper.image_scale if paper else None),
         seed=args.seed, output_size=args.output_size, samples=args.samples)
+    full = predictor.predict_full(image, args.instruction, **kw) if u_png is not None else None
+    pred = full.image if full is not None else predictor.predict(image, args.instruction, **kw)
     write_image(out, pred)
     # the input as the model saw it (same crop) beside a model-size prediction; as is beside an input-size one
     left = fit(image, pred.shape[:2], predictor.config.crop) if args.output_size == "model" else image
     write_image(side, hstack([left, pred]))
     t = predictor.last_timings
     print(f"wrote {out} and {side} ({t.get('total_s', 0.0):.2f} s)")
+    if full is not None and full.uncertainty is not None:
+        write_image(u_png, uncertainty.with_legend(uncertainty.heatmap(full.uncertainty), uncertainty.HEATMAP_MAX,
+                                                   full.confidence))
+        atomic.write_bytes(u_npy, uncertainty.npy_bytes(full.uncertainty))
+        print(f"wrote {u_png} and {u_npy} (confidence {full.confidence:.3f}; expected RMS error "
+              f"{uncertainty.rms(full.uncertainty):.1f} grey levels)")
+    elif full is not None:
+        print(f"no uncertainty map: {full.uncertainty_note}")
     return 0

@@ -7,7 +7,12 @@ Writes eval/report.md (per-task tables, model and copy-the-input baseline side b
 whole-frame PSNR/SSIM and the changed-region sharpness ratio; for the predictor at the published geometry — the
 stored frame, what the node publishes — then at model resolution, and by pair kind (interval/segment); seen vs
 unseen instructions; per-frame-index table for the planner), eval/metrics.json (both geometries, per sample too)
-and eval/comparison.png (rows: tasks; columns: input, generated, ground truth)."""
+and eval/comparison.png (rows: tasks; columns: input, generated, ground truth).
+
+  frameplan eval predictor --uncertainty --data DATA --out eval/unc
+
+instead scores the uncertainty maps and confidences (needs --samples >= 2; the embedded models' default is 4)
+against the real error: uncertainty.md, uncertainty.json, uncertainty.png (docs/eval/uncertainty.md)."""
 from __future__ import annotations
 
 import argparse
@@ -34,6 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threshold", type=int, default=25, help="changed-region threshold (0..254)")
     parser.add_argument("--dilate", type=int, default=3, help="changed-region dilation in pixels")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--uncertainty", action="store_true",
+                        help="score the uncertainty maps and confidence against the real error instead "
+                             "(frameplan_core/calibration.py; writes uncertainty.md/.json/.png into --out)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -51,6 +59,8 @@ def run(args: argparse.Namespace) -> int:
     def progress(done: int, total: int) -> None:
         print(f"\r  {done}/{total} samples", end="" if done < total else "\n", flush=True)
 
+    if args.uncertainty:
+        return _run_uncertainty(args, evaluation, progress)
     common = {"split": args.split, "steps": args.steps, "seed": args.seed, "max_samples": args.max_samples,
                   "threshold": args.threshold, "dilate": args.dilate, "device": args.device, "progress": progress}
     if args.kind == "predictor":
@@ -75,4 +85,24 @@ def run(args: argparse.Namespace) -> int:
               f"(copy-input {b['sharpness_changed']:.2f})")
     out = Path(args.out)
     print(f"report: {out / 'report.md'}\nmetrics: {out / 'metrics.json'}\nfigure: {out / 'comparison.png'}")
+    return 0
+
+
+def _run_uncertainty(args: argparse.Namespace, evaluation, progress) -> int:
+    common = {"split": args.split, "steps": args.steps, "seed": args.seed, "max_samples": args.max_samples,
+              "samples": args.samples, "device": args.device, "progress": progress}
+    if args.kind == "predictor":
+        r = evaluation.evaluate_predictor_uncertainty(args.model, args.data, args.out, text_scale=args.text_scale,
+                                                      image_scale=args.image_scale, batch_size=args.batch_size,
+                                                      **common)
+    else:
+        r = evaluation.evaluate_planner_uncertainty(args.model, args.data, args.out, guidance=args.guidance, **common)
+    d = r["per_task"][evaluation.ALL]
+    print(f"{args.kind} uncertainty on {r['num_samples']} held-out samples ({r['split']} split): pixel rank "
+          f"correlation with the error {d['model']['spearman']:.3f} (edges {d['edges']['spearman']:.3f}, predicted "
+          f"change {d['predicted_change']['spearman']:.3f}); sparsification AUC {d['model']['auc']:.3f} (oracle "
+          f"{d['oracle_auc']:.3f}, uniform {d['uniform']['auc']:.3f}, edges {d['edges']['auc']:.3f}, changed mask "
+          f"{d['changed_mask']['auc']:.3f}, predicted change {d['predicted_change']['auc']:.3f}); confidence ranking "
+          f"{d['confidence_ranking']:.3f} (predicted change {d['predicted_change_ranking']:.3f})")
+    print(f"report: {args.out}/uncertainty.md")
     return 0
