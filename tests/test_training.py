@@ -490,3 +490,38 @@ def test_vae_then_planner_lora(ip2p, grids, tmp_path):
     assert all(torch.equal(v, e[k]) for k, v in g.transformer.state_dict().items())
     plan = g.plan(np.zeros((48, 64, 3), np.uint8), "stack the blocks", steps=1, seed=0)
     assert len(plan.frames) == 9 and plan.frames[0].shape == (32, 32, 3)
+
+
+def test_lora_in_bf16_holds_a_large_frozen_base_in_bf16(grids, tmp_path, monkeypatch):
+    """precision=bf16-mixed LoRA on a FLUX-size base loads the frozen weights in bf16 (half the memory) and keeps
+    the adapter in float32; tried here with the threshold lowered so that the tiny base counts as large."""
+    from frameplan_training import planner_module
+
+    from frameplan_core.planner import GridPlanner, PlannerConfig
+
+    base = GridPlanner.from_config(PlannerConfig.preset("tiny", cell_size=32), seed=0)
+    base.save_pretrained(tmp_path / "base")
+    n = planner_module.base_parameters(str(tmp_path / "base"))
+    assert n == sum(p.numel() for p in base.transformer.parameters())  # counted from config.json alone
+    args = TINY + [f"model={tmp_path / 'base'}", "precision=bf16-mixed", "max_steps=2", "batch_size=2",
+                   "warmup_steps=1", "lr=1e-3", "checkpoint_every_n_steps=2", "ema_decay=0.5"]
+    assert planner_module.frozen_dtype(load_train_config("planner", None, args)) == "float32"  # small: exported whole
+    assert planner_module.frozen_dtype(load_train_config("planner", None, args[:-1] + ["precision=32-true"])) == \
+        "float32"
+    monkeypatch.setattr(planner_module, "LARGE_BASE", n - 1)
+    cfg = load_train_config("planner", None, args)
+    assert planner_module.frozen_dtype(cfg) == "bfloat16"
+    res = run.train("planner", cfg, grids, tmp_path / "run", **QUIET)
+    named = list(res.module.transformer.named_parameters())
+    lora = [p for k, p in named if ".lora_" in k]
+    assert lora and all(p.dtype == torch.float32 for p in lora)  # master weights and Adam states in float32
+    assert all(p.dtype == torch.bfloat16 for k, p in named if ".lora_" not in k)
+    assert any(p.abs().sum() > 0 for k, p in named if ".lora_B" in k)  # it trained (B starts at zero)
+    c = cfg.crop_res  # sample images plan with the bf16 base and the float32 adapter outside autocast
+    assert res.module.generate(np.zeros((c, c, 3), np.uint8), "stack the blocks", None).grid.shape == (3 * c, 3 * c, 3)
+    # a large base is not copied: the adapter alone, which loads on the float32 base and plans
+    assert not (res.model_dir / "transformer").exists()
+    g = GridPlanner.from_pretrained(tmp_path / "base", device="cpu")
+    g.load_adapter(res.model_dir / "adapters" / "default", "default")
+    plan = g.plan(np.zeros((48, 64, 3), np.uint8), "stack the blocks", steps=1, seed=0)
+    assert len(plan.frames) == 9 and np.isfinite(res.metrics["train/loss"])

@@ -22,6 +22,35 @@ log = logging.getLogger(__name__)
 LARGE_BASE = 500_000_000  # parameters; above this only the adapter is exported (a FLUX base is not copied)
 
 
+def base_parameters(model: str) -> int:
+    """Parameters of the transformer of a saved planner or FLUX folder, counted from its config.json on the meta
+    device (nothing is allocated); 0 for a preset or a folder without one (loading then reports it)."""
+    import json
+
+    from diffusers import FluxTransformer2DModel
+
+    config = Path(model) / "transformer" / "config.json"
+    if not config.is_file():
+        return 0
+    try:
+        tcfg = {k: v for k, v in json.loads(config.read_text()).items() if not k.startswith("_")}
+        with torch.device("meta"):
+            return sum(p.numel() for p in FluxTransformer2DModel.from_config(tcfg).parameters())
+    except (OSError, ValueError, TypeError):
+        return 0
+
+
+def frozen_dtype(cfg: PlannerTrainConfig) -> str:
+    """float32, or bfloat16 for a LoRA run in bf16 precision on a base of more than LARGE_BASE parameters (a FLUX.1-dev
+    folder): its frozen transformer, text encoders and VAE are then held in bf16, half the memory (23.8 instead of
+    47.6 GB for FLUX.1-dev's transformer, 9.5 instead of 19 GB for its T5-XXL), and autocast computes in bf16 either
+    way. The adapter's trainable weights stay float32 (PlannerModule). A smaller base stays float32: it is exported
+    whole, and would otherwise be saved rounded to bf16."""
+    if cfg.train_base or not str(cfg.precision).startswith("bf16"):
+        return "float32"
+    return "bfloat16" if base_parameters(cfg.model) > LARGE_BASE else "float32"
+
+
 def load_planner(cfg: PlannerTrainConfig, device: str = "cpu"):
     """The GridPlanner a run starts from (preset = random, seeded; or a saved folder) at cell size ``crop_res``,
     with the VAE of ``cfg.vae_from`` when given."""
@@ -41,7 +70,10 @@ def load_planner(cfg: PlannerTrainConfig, device: str = "cpu"):
         planner = GridPlanner.from_config(PlannerConfig.preset(cfg.model, **over), seed=cfg.seed, device=device,
                                           dtype="float32")
     else:
-        planner = GridPlanner.from_pretrained(cfg.model, device=device, dtype="float32", cell_size=cfg.crop_res)
+        dtype = frozen_dtype(cfg)
+        if dtype != "float32":
+            log.info("LoRA in %s on a large base: frozen weights held in %s", cfg.precision, dtype)
+        planner = GridPlanner.from_pretrained(cfg.model, device=device, dtype=dtype, cell_size=cfg.crop_res)
         if cfg.condition == "channel" and planner.config.condition != "channel" and not cfg.train_base:
             raise ConfigError(f"condition=channel on {cfg.model} (condition {planner.config.condition}) adds input "
                               "weights to the base transformer, which a LoRA run keeps frozen at zero: set "
@@ -92,6 +124,9 @@ class PlannerModule(FrameplanModule):
             self.transformer.enable_gradient_checkpointing()
         self.transformer.train()
         self._trainable = [(f"transformer.{n}", p) for n, p in self.transformer.named_parameters() if p.requires_grad]
+        for _, p in self._trainable:  # float32 master weights (and optimizer states) even on a bf16 frozen base
+            if p.dtype != torch.float32:
+                p.data = p.data.float()
         n = sum(p.numel() for _, p in self._trainable)
         log.info("planner training %s: %.2fM trainable parameters", "base" if cfg.train_base else "LoRA", n / 1e6)
 
