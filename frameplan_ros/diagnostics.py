@@ -14,8 +14,13 @@ from typing import Any
 
 import numpy as np
 
+from frameplan_core.errors import one_line
+
 OK, WARN, ERROR = 0, 1, 2  # diagnostic_msgs/DiagnosticStatus levels (bytes on the wire)
 _LEVEL_NAMES = {OK: "OK", WARN: "WARN", ERROR: "ERROR"}
+# Longest message or value a node logs or publishes: error messages echo their input (an image's encoding
+# string, a frame id, a parameter value), which a sender can make a megabyte long.
+MAX_MESSAGE_CHARS = 300
 
 
 @dataclass
@@ -39,11 +44,13 @@ class Health:
         self._outputs: deque[float] = deque(maxlen=2000)
         self._latency_ms: deque[float] = deque(maxlen=500)
         self._infer_ms: deque[float] = deque(maxlen=500)
+        self._age_ms: deque[float] = deque(maxlen=500)
         self.counters: dict[str, int] = {"inputs": 0, "outputs": 0, "errors": 0}
         self.errors: dict[str, ErrorRecord] = {}
         self.last_error: ErrorRecord | None = None
         self.last_latency_ms = float("nan")
         self.last_inference_ms = float("nan")
+        self.last_frame_age_ms = float("nan")
         self._log = log
         self._warn_log = warn_log
 
@@ -52,7 +59,9 @@ class Health:
             self._inputs.append(time.monotonic())
             self.counters["inputs"] += 1
 
-    def output(self, latency_ms: float, infer_ms: float | None = None) -> None:
+    def output(self, latency_ms: float, infer_ms: float | None = None, frame_age_ms: float | None = None) -> None:
+        """One output: ``latency_ms`` from what triggered it, ``infer_ms`` of model time, ``frame_age_ms`` how old
+        its source frame was when it went out."""
         with self._lock:
             self._outputs.append(time.monotonic())
             self._latency_ms.append(latency_ms)
@@ -60,6 +69,9 @@ class Health:
             if infer_ms is not None:
                 self.last_inference_ms = infer_ms
                 self._infer_ms.append(infer_ms)
+            if frame_age_ms is not None:
+                self.last_frame_age_ms = frame_age_ms
+                self._age_ms.append(frame_age_ms)
             self.counters["outputs"] += 1
 
     def count(self, name: str, n: int = 1) -> None:
@@ -67,7 +79,9 @@ class Health:
             self.counters[name] = self.counters.get(name, 0) + n
 
     def error(self, kind: str, message: str, level: int = WARN) -> bool:
-        """Record an error; logs it (through ``log``) only the first time this kind occurs. True if logged."""
+        """Record an error; logs it (through ``log``) only the first time this kind occurs. True if logged.
+        The message is cut to one line of MAX_MESSAGE_CHARS (it often echoes the bad input)."""
+        message = one_line(message, MAX_MESSAGE_CHARS)
         with self._lock:
             rec = self.errors.get(kind)
             first = rec is None
@@ -104,6 +118,7 @@ class Health:
         with self._lock:
             lat = np.array(self._latency_ms) if self._latency_ms else None
             inf = np.array(self._infer_ms) if self._infer_ms else None
+            age = np.array(self._age_ms) if self._age_ms else None
             snap: dict[str, Any] = {
                 "input_rate_hz": self._rate(self._inputs, now),
                 "output_rate_hz": self._rate(self._outputs, now),
@@ -112,6 +127,8 @@ class Health:
                 "inference_p50_ms": float(np.percentile(inf, 50)) if inf is not None else float("nan"),
                 "last_latency_ms": self.last_latency_ms,
                 "last_inference_ms": self.last_inference_ms,
+                **({"frame_age_p50_ms": float(np.percentile(age, 50)), "frame_age_p95_ms": float(np.percentile(age, 95)),
+                    "last_frame_age_ms": self.last_frame_age_ms} if age is not None else {}),
                 **dict(self.counters),
                 "last_error": f"[{self.last_error.kind}] {self.last_error.message}" if self.last_error else "",
                 **{f"error.{k}": f"{r.count}x {r.message}" for k, r in self.errors.items()},
@@ -145,8 +162,8 @@ def status_message(name: str, hardware_id: str, level: int, message: str, values
     st.level = bytes([level])
     st.name = name
     st.hardware_id = hardware_id
-    st.message = message[:500]
-    st.values = [KeyValue(key=str(k), value=_fmt(v)) for k, v in values.items()]
+    st.message = one_line(message, MAX_MESSAGE_CHARS)
+    st.values = [KeyValue(key=str(k), value=one_line(_fmt(v), MAX_MESSAGE_CHARS)) for k, v in values.items()]
     return st
 
 

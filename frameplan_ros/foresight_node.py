@@ -30,11 +30,18 @@ from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import String
 from visualization_msgs.msg import Marker, MarkerArray
 
-from frameplan_core.errors import FrameplanError, InputError, ModelError
+from frameplan_core.errors import ConfigError, FrameplanError, InputError, ModelError, one_line
 from frameplan_ros import convert
 from frameplan_ros import params as paramlib
 from frameplan_ros.diagnostics import ERROR, WARN, Health, set_period, status_message, window_for
-from frameplan_ros.foresight_params import MAX_CHAIN, MODEL_PARAMS, ForesightParams
+from frameplan_ros.foresight_params import (
+    MAX_CHAIN,
+    MODEL_PARAMS,
+    PRESET_MODELS,
+    ForesightParams,
+    model_outside_roots,
+    resolve_model_roots,
+)
 from frameplan_ros.worker import Worker
 
 
@@ -43,8 +50,9 @@ class Job:
     """One unit of work for the worker: a colour frame (still encoded) and what goes with it."""
 
     image: Any  # sensor_msgs/Image, already validated
-    received: float  # time.monotonic() at the callback
+    received: float  # time.monotonic() when the frame arrived
     instruction: str | None
+    triggered: float = 0.0  # time.monotonic() of what started the job (the instruction, or the frame itself)
     depth: Any = None  # sensor_msgs/Image paired by stamp, or None
     K: np.ndarray | None = None
     trajectory: Any = None  # nav_msgs/Path or None
@@ -88,6 +96,11 @@ class ForesightNode(Node):
         self._closing = False
         super().__init__(node_name, **kwargs)
         self.p: ForesightParams = paramlib.declare(self, ForesightParams)
+        self._model_roots = resolve_model_roots(self.p.model_roots)
+        reason = instruction_refusal(self.p.default_instruction, "default_instruction")
+        if reason:
+            raise ConfigError(f"node {node_name}: {reason}")
+        self._start_model = self.p.model  # the operator's launch choice: trusted as given, and allowed again later
         self.health = Health(window_s=window_for(self.p.diagnostics_period), log=self.get_logger().error,
                              warn_log=self.get_logger().warning)
         self._lock = threading.Lock()
@@ -160,11 +173,15 @@ class ForesightNode(Node):
             if instruction is None and self.p.mode == "predictor":
                 self.health.count("waiting_for_instruction")
                 return
-            self._submit(msg, now, instruction)
+            self._submit(msg, now, instruction, now)
         elif pending is not None:
-            self._submit(msg, now, pending)
+            self._submit(msg, now, pending, now)
 
     def _on_instruction(self, msg: String) -> None:
+        """Accept an instruction only if the model would (the core's rules); a refused one keeps the last good."""
+        from frameplan_core.text import validate_instruction
+
+        now = time.monotonic()
         text = msg.data.strip()
         if not text:
             self.health.error("instruction_empty", f"{self.p.instruction_topic}: empty instruction ignored", WARN)
@@ -173,13 +190,18 @@ class ForesightNode(Node):
             self.health.error("instruction_too_long", f"{self.p.instruction_topic}: instruction of {len(text)} "
                               f"characters refused (max_instruction_chars={self.p.max_instruction_chars})", WARN)
             return
+        try:
+            text = validate_instruction(text, self.p.instruction_topic)
+        except InputError as exc:
+            self.health.error("instruction_invalid", f"{exc}; refused, the previous instruction is kept", WARN)
+            return
         with self._lock:
             self._instruction, self._instruction_received = text, True
             image, received = self._latest_image, self._latest_received
             if self.p.trigger == "on_instruction" and image is None:
                 self._pending_instruction = text
         if self.p.trigger == "on_instruction" and image is not None:
-            self._submit(image, received, text)
+            self._submit(image, received, text, now)
 
     def _on_depth(self, msg: Image) -> None:
         try:
@@ -214,9 +236,9 @@ class ForesightNode(Node):
         with self._lock:
             self._trajectory = msg
 
-    def _submit(self, image: Image, received: float, instruction: str | None) -> None:
+    def _submit(self, image: Image, received: float, instruction: str | None, triggered: float) -> None:
         with self._lock:
-            job = Job(image, received, instruction, self._match_depth(image), self._K,
+            job = Job(image, received, instruction, triggered, self._match_depth(image), self._K,
                       self._trajectory if self.p.mode == "planner" else None)
             self._last_job = job
         self.worker.submit(job)  # True when it replaced an unprocessed job (counted in worker.dropped)
@@ -232,13 +254,16 @@ class ForesightNode(Node):
     def _check_parameters(self, changed: list) -> Any:
         from rcl_interfaces.msg import SetParametersResult
 
+        names = {prm.name for prm in changed}
         for prm in changed:
             reason = paramlib.validate(ForesightParams, prm.name, prm.value)
             if reason is None and prm.name == "model" and prm.value:
-                v = str(prm.value)
-                looks_like_path = os.sep in v or v.startswith((".", "~"))
-                if looks_like_path and not Path(v).expanduser().exists():
-                    reason = f"model={v!r}: no such checkpoint folder"
+                reason = self._model_refusal(str(prm.value))
+            if reason is None and prm.name == "default_instruction":
+                reason = instruction_refusal(str(prm.value), "default_instruction")
+            if reason is None and prm.name == "steps" and not names & set(MODEL_PARAMS):
+                # checked against the model that will run it (a new model is checked when it is loaded)
+                reason = steps_refusal(self.model, getattr(self, "model_mode", None), prm.value)
             if reason is None and prm.name == "device" and str(prm.value).startswith("cuda"):
                 try:
                     import torch
@@ -248,9 +273,23 @@ class ForesightNode(Node):
                 except ImportError:
                     reason = "device: torch is not importable"
             if reason:
+                reason = one_line(reason)  # the value may be anything a client sent
                 self.get_logger().warning(f"parameter change refused: {reason}")
                 return SetParametersResult(successful=False, reason=reason)
         return SetParametersResult(successful=True)
+
+    def _model_refusal(self, value: str) -> str | None:
+        """Why a run-time ``model`` value is refused: a path outside ``model_roots`` is refused on its name alone,
+        before anything there is looked at (remote callers must not learn what exists where)."""
+        if _is_preset(value):
+            return None
+        if model_outside_roots(value, self._model_roots, self._start_model):
+            roots = os.pathsep.join(map(str, self._model_roots))
+            return (f"model={one_line(value, 200)!r}: outside model_roots ({roots}); put the checkpoint under one "
+                    "of them, or start the node with a model_roots that holds it")
+        if not Path(value).expanduser().exists():
+            return f"model={one_line(value, 200)!r}: no such checkpoint folder"
+        return None
 
     def _apply_parameters(self, changed: list) -> None:
         self.p = paramlib.with_changes(self.p, changed)
@@ -263,8 +302,11 @@ class ForesightNode(Node):
             set_period(self._diag_timer, self.health, self.p.diagnostics_period)
         if any(prm.name in MODEL_PARAMS for prm in changed):
             self.get_logger().info(f"model parameters changed: reloading {self.p.mode} model "
-                                   f"{self.p.model or '(embedded)'} on {self.p.device} (the current one serves until then)")
+                                   f"{one_line(self.p.model or '(embedded)')} on {self.p.device} (the current one "
+                                   "serves until then)")
             self._reload.set()
+        elif "steps" in names and self._loaded_key != (self.p.mode, self.p.model, self.p.device):
+            self._reload.set()  # a load refused for the old steps may succeed now
 
     # ------------------------------------------------------------------ worker side
     def _maintain(self) -> None:
@@ -282,6 +324,12 @@ class ForesightNode(Node):
             kept = f"; keeping {self.model_info}" if self.model is not None else ""
             self.health.error("model_load", f"cannot load {key[0]} model {key[1] or '(embedded)'} on {key[2]}: "
                               f"{exc}{kept}", ERROR)
+            return
+        refusal = steps_refusal(model, key[0], self.p.steps)
+        if refusal:
+            kept = f"; keeping {self.model_info}" if self.model is not None else ""
+            self.health.error("model_load", f"{key[0]} model {one_line(key[1] or '(embedded)')} cannot run "
+                              f"steps={self.p.steps}: {refusal} (set steps, 0 = the model's default){kept}", ERROR)
             return
         if self.p.warmup:
             try:
@@ -342,7 +390,10 @@ class ForesightNode(Node):
                     hstack([rgb, np.asarray(plan.frames[-1])]), job.image.header))
             if job.trajectory is not None and traj_px is not None:
                 self._publish_trajectory(job)
-        self.health.output((time.monotonic() - job.received) * 1e3, infer_ms)
+        done = time.monotonic()
+        # latency: from what triggered the job (an instruction, or the frame in continuous mode) to the outputs;
+        # frame age: how old the source frame was by then (in on_instruction mode it may have waited long)
+        self.health.output((done - (job.triggered or job.received)) * 1e3, infer_ms, (done - job.received) * 1e3)
         self.health.count("depth_paired" if job.depth is not None else "depth_unpaired")
 
     def _project_trajectory(self, job: Job, hw: tuple[int, int]) -> np.ndarray | None:
@@ -418,15 +469,24 @@ class ForesightNode(Node):
         self._publish(self.pub_diag, arr)
 
     def destroy_node(self) -> None:
-        """Stop the worker first (waits at most shutdown_timeout for a running inference)."""
+        """Stop the worker first (waits at most shutdown_timeout for a running inference; its result is dropped)."""
         self._closing = True
         if self.worker is not None and not self.worker.stop(self.p.shutdown_timeout):
-            self.get_logger().warning(f"worker still busy after {self.p.shutdown_timeout} s; leaving it (daemon)")
+            text = (f"worker still busy after shutdown_timeout={self.p.shutdown_timeout} s; its inference is "
+                    "abandoned")
+            if rclpy.ok(context=self.context):
+                self.get_logger().warning(text)
+            else:  # after SIGINT/SIGTERM the context is gone: a node log would also fail to reach /rosout
+                print(f"[WARN] [{self.get_name()}]: {text}", file=sys.stderr, flush=True)
         super().destroy_node()
 
 
 def _input_kind(message: str) -> str:
     m = message.lower()
+    if "no instruction yet" in m:
+        return "no_instruction"
+    if m.startswith("instruction"):  # the core's validate_instruction (where="instruction[i]")
+        return "instruction_invalid"
     if "encoding" in m:
         return "bad_encoding"
     if "empty" in m:
@@ -434,10 +494,47 @@ def _input_kind(message: str) -> str:
     if "step" in m or "bytes" in m:
         return "bad_size"
     if "instruction" in m:
-        return "no_instruction"
+        return "instruction_invalid"
     if "trajectory" in m or "path" in m:
         return "trajectory"
     return "bad_input"
+
+
+def instruction_refusal(text: str, where: str) -> str | None:
+    """Why an instruction given as a parameter would be refused by the model (empty = none given: fine)."""
+    from frameplan_core.text import validate_instruction
+
+    if not text.strip():
+        return None
+    try:
+        validate_instruction(text, where)
+    except InputError as exc:
+        return str(exc)
+    return None
+
+
+def _is_preset(value: str) -> bool:
+    """A preset name (``tiny``...) rather than a path: loads the embedded or a named model, no file of the caller's."""
+    return value in PRESET_MODELS and not os.path.lexists(value)
+
+
+def steps_refusal(model: Any, mode: str | None, steps: int) -> str | None:
+    """Why ``steps`` (0 = the model's default) cannot run on ``model``, else None: the check its predict would
+    make on every frame (the predictor's schedule must stay inside its training range; the planner takes any
+    count), made once, when the value is set or the model loaded. The other parameters' ranges do not depend on
+    the model (``samples`` <= 64 is both models' limit), so their declared ranges say it all."""
+    if model is None or mode is None:
+        return None
+    try:
+        if mode == "predictor" and steps:
+            from frameplan_core.predictor import sampling
+
+            # a fresh scheduler: the model's own ones may be in use by the worker right now
+            sched = sampling.make_scheduler(model.config.sampling.sampler, dict(model.scheduler.config))
+            sampling.set_timesteps(sched, int(steps), "cpu")
+    except FrameplanError as exc:
+        return one_line(exc)
+    return None
 
 
 def _is_cuda_oom(exc: BaseException) -> bool:
@@ -486,15 +583,19 @@ def spin_node(node: Node) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
-        executor.shutdown(timeout_sec=1.0)
-        node.destroy_node()
+        try:
+            executor.shutdown(timeout_sec=1.0)
+            node.destroy_node()
+        except KeyboardInterrupt:  # a second Ctrl-C while waiting for the worker: stop waiting
+            pass
         if rclpy.ok(context=node.context):
             rclpy.shutdown(context=node.context)
     return 0
 
 
 def run_node(factory, name: str, argv: list[str] | None = None) -> int:
-    """Console-script body: init rclpy, build the node (a FrameplanError is reported in one line, exit 1), spin."""
+    """Console-script body: init rclpy, build the node (a FrameplanError is reported in one line, exit 1), spin;
+    exit 0 after SIGINT/SIGTERM, also when an inference outlives shutdown_timeout."""
     rclpy.init(args=sys.argv if argv is None else argv)
     try:
         node = factory()
@@ -502,7 +603,16 @@ def run_node(factory, name: str, argv: list[str] | None = None) -> int:
         print(f"{name}: error: {exc}", file=sys.stderr)
         rclpy.shutdown()
         return 1
-    return spin_node(node)
+    rc = spin_node(node)
+    worker = getattr(node, "worker", None)
+    if worker is not None and worker.alive:
+        # A normal exit finalises the interpreter (torch's thread pools, static objects) under a thread that is
+        # still inside torch, and the C++ runtime aborts: "terminate called without an active exception", exit
+        # 134. Nothing waits for that inference any more, so leave without finalising.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(rc)
+    return rc
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,7 +1,10 @@
-"""Every parameter of the foresight node, in one dataclass (defaults deployed in config/foresight.yaml)."""
+"""Every parameter of the foresight node, in one dataclass (defaults deployed in config/foresight.yaml), and
+where a ``model`` may come from (``model_roots``)."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from frameplan_ros.params import param
 
@@ -14,13 +17,21 @@ MAX_CHAIN = 8  # chained grids per plan: 8 * MAX_CHAIN + 1 frames go out at once
 
 # Parameters that need the model to be reloaded when they change at run time.
 MODEL_PARAMS = ("mode", "model", "device")
+# Preset names `model` may give instead of a path (the predictor's and the planner's; a test keeps them equal to
+# the core's lists, which are not imported here: they pull in diffusers, slow and not thread-safe to import from a
+# parameter callback while the worker thread imports it too)
+PRESET_MODELS = ("tiny", "tiny-clip", "sd15", "flux-dev")
 
 
 @dataclass
 class ForesightParams:
     mode: str = param("predictor", "predictor: one future frame per trigger; planner: a 9-frame 3x3 grid plan",
                       choices=MODES)
-    model: str = param("", "checkpoint folder or preset name; empty = the embedded default model of the mode")
+    model: str = param("", "checkpoint folder or preset name; empty = the embedded default model of the mode. At "
+                       "run time only folders under model_roots (or the model the node started with) are accepted")
+    model_roots: str = param("", "folders (':'-separated) whose checkpoints `model` may name at run time; empty = "
+                             "the embedded models and the user model folder ($FRAMEPLAN_MODEL_DIR, else "
+                             "~/.cache/frameplan/models)", read_only=True)
     device: str = param("auto", "torch device: auto (CUDA when available), cpu, cuda, cuda:N",
                         choices=DEVICES)
     trigger: str = param("on_instruction", "on_instruction: one run per new instruction on the latest frame; "
@@ -64,3 +75,32 @@ class ForesightParams:
                                          range=(0.0, 1.0))
     diagnostics_period: float = param(1.0, "seconds between /diagnostics messages", range=(0.05, 60.0))
     shutdown_timeout: float = param(10.0, "seconds to wait for a running inference at shutdown", range=(0.0, 600.0))
+
+
+def user_model_dir() -> Path:
+    """The user's model folder: $FRAMEPLAN_MODEL_DIR, else ``models`` in the frameplan cache folder
+    ($FRAMEPLAN_CACHE, else ~/.cache/frameplan)."""
+    d = os.environ.get("FRAMEPLAN_MODEL_DIR") or Path(os.environ.get("FRAMEPLAN_CACHE") or
+                                                      Path.home() / ".cache" / "frameplan") / "models"
+    return Path(d).expanduser()
+
+
+def resolve_model_roots(value: str) -> list[Path]:
+    """The folders of a ``model_roots`` value (empty: the embedded models folder and ``user_model_dir()``),
+    symlinks resolved, so that containment is checked on real paths."""
+    import frameplan_core
+
+    parts = [p for p in value.split(os.pathsep) if p.strip()] if value.strip() else [
+        Path(frameplan_core.__file__).resolve().parent / "weights", user_model_dir()]
+    return [Path(os.path.realpath(Path(p).expanduser())) for p in parts]
+
+
+def model_outside_roots(value: str, roots: list[Path], trusted: str = "") -> bool:
+    """True when the ``model`` value names a path outside every root (and is not the ``trusted`` model the node
+    started with). Decided on the path alone: realpath follows the symlinks there are (a link inside a root to
+    /etc is outside) and resolves the rest lexically; nothing is opened or loaded, and a refusal reads the same
+    whether or not the path exists."""
+    real = Path(os.path.realpath(Path(value).expanduser()))
+    if trusted and real == Path(os.path.realpath(Path(trusted).expanduser())):
+        return False
+    return not any(real.is_relative_to(root) for root in roots)

@@ -111,6 +111,11 @@ class Worker:
                 self.busy = False
                 self.processed += 1
 
+    @property
+    def alive(self) -> bool:
+        """The thread still runs (a job outlived ``stop``'s timeout)."""
+        return self._thread.is_alive()
+
     def stop(self, timeout: float = 30.0) -> bool:
         """Stop accepting work and wait up to ``timeout`` s for the current job; True if the thread ended."""
         self.slot.close()

@@ -46,7 +46,7 @@ def tiny_models(tmp_path_factory):
 
 def _start(models, tmp_path, name, **params):
     base = {"model": str(models[params.get("mode", "predictor")]), "device": "cpu", "steps": 1,
-            "diagnostics_period": 0.2}
+            "diagnostics_period": 0.2, "model_roots": str(models["predictor"].parent)}
     return NodeProcess("frameplan_ros.foresight_node", config_path("foresight.yaml"), {**base, **params},
                        log_path=tmp_path / f"{name}.log")
 
@@ -213,8 +213,10 @@ def test_model_parameters_change_at_run_time_or_are_refused(predictor_node):
     from rclpy.parameter import Parameter
 
     node, probe, _pubs, models = predictor_node
-    refused = _set_parameters(probe, [Parameter("model", value="/nonexistent/checkpoint")])[0]
+    refused = _set_parameters(probe, [Parameter("model", value=str(models["predictor"].parent / "missing"))])[0]
     assert not refused.successful and "no such checkpoint folder" in refused.reason
+    refused = _set_parameters(probe, [Parameter("model", value="/nonexistent/checkpoint")])[0]
+    assert not refused.successful and "outside model_roots" in refused.reason
     refused = _set_parameters(probe, [Parameter("mode", value="dreaming")])[0]
     assert not refused.successful and "not one of" in refused.reason
     read_only = _set_parameters(probe, [Parameter("image_topic", value="/other")])[0]
