@@ -99,6 +99,10 @@ def test_replay_actions_errors_are_one_line(tmp_path, capsys):
          "task 'cooking' is not one of the simulated tasks"),
         (_write(tmp_path / "e", "blocks_stack_easy", 0, 3, scene_info={**info, "sim_steps": 90}),
          "sim_steps 90 does not fit 3 frames saved every 15 ticks"),
+        (_write(tmp_path / "g", "blocks_stack_easy", 0, 3, scene_info={**info, "seed": "seven"}),
+         "scene_info seed must be an integer, got 'seven'"),
+        (_write(tmp_path / "h", "blocks_stack_easy", 0, 3, scene_info={**info, "objects": {"red": {"final": [1, 2]}}}),
+         "scene_info objects/red/initial must be [x, y, z, qw, qx, qy, qz]"),
     ]
     (tmp_path / "empty").mkdir()
     not_episode = tmp_path / "f" / "episode0"

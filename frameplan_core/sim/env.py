@@ -179,7 +179,7 @@ class SimEnv:
         else:
             targets, velocity = check_command(command), None
         lerp = self.interpolate if interpolate is None else bool(interpolate)
-        if lerp and n > 1:
+        if lerp:
             prev = self._command
             delta = targets - prev
             ff = delta[_JOINTS] / (n * TIMESTEP) if self.feedforward and velocity is None else velocity

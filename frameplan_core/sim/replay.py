@@ -81,23 +81,36 @@ def episode_plan(ep) -> dict:
     task = info["task"]
     if task not in TASK_NAMES:
         raise DataError(f"{ep.path}: task {task!r} is not one of the simulated tasks {list(TASK_NAMES)}")
+    numbers = {}
+    for key in ("seed", "save_freq", "frames", "sim_steps"):
+        if key in info:
+            try:
+                numbers[key] = int(info[key])
+            except (TypeError, ValueError):
+                raise DataError(f"{ep.path}: scene_info {key} must be an integer, got {info[key]!r}") from None
+    objects = info.get("objects") or {}
+    for name, rec in objects.items():
+        for key in ("initial", "final"):
+            pose = rec.get(key) if isinstance(rec, dict) else None
+            if not (isinstance(pose, list) and len(pose) == 7 and all(isinstance(v, (int, float)) for v in pose)):
+                raise DataError(f"{ep.path}: scene_info objects/{name}/{key} must be [x, y, z, qw, qx, qy, qz]")
     vectors = ep.full_vectors(require=("joint_command_full",))
     commands = vectors["joint_command_full"]
-    if int(info.get("frames", len(commands))) != len(commands):
+    if numbers.get("frames", len(commands)) != len(commands):
         raise DataError(f"{ep.path}: scene_info says {info['frames']} frames but the episode has {len(commands)}")
-    save_freq = int(info["save_freq"])
+    save_freq = numbers["save_freq"]
     if save_freq < 1:
         raise DataError(f"{ep.path}: scene_info save_freq must be >= 1, got {save_freq}")
     span = (len(commands) - 1) * save_freq
-    sim_steps = int(info.get("sim_steps", span))
+    sim_steps = numbers.get("sim_steps", span)
     if not span <= sim_steps < span + save_freq:
         raise DataError(f"{ep.path}: scene_info sim_steps {sim_steps} does not fit {len(commands)} frames saved every "
                         f"{save_freq} ticks")
-    return {"task": task, "seed": int(info["seed"]), "save_freq": save_freq, "sim_steps": sim_steps,
+    return {"task": task, "seed": numbers["seed"], "save_freq": save_freq, "sim_steps": sim_steps,
             "camera_type": info.get("camera_type") or ep.camera_type or None,
             "render": [f"{k}={str(v).lower() if isinstance(v, bool) else v}"
                        for k, v in (info.get("render") or {}).items()],
-            "augmentation": info.get("augmentation") or {}, "objects": info.get("objects") or {},
+            "augmentation": info.get("augmentation") or {}, "objects": objects,
             "commands": commands, "states": vectors.get("joint_state_full")}
 
 
