@@ -432,3 +432,19 @@ def test_rollout_cli_bad_input_is_one_line(tmp_path, capsys):
     assert main(["rollout", "--mode", "none", "--baseline", str(tmp_path / "nothing"), "--out", str(tmp_path / "r")]) == 1
     assert "policy folder not found" in capsys.readouterr().err
     assert not (tmp_path / "r" / "results.json").exists()
+
+
+def test_fast_color_jitter_matches_the_shared_one():
+    """The policy's OpenCV jitter draws the same factors as training/augment.color_jitter and gives the same
+    images up to rounding (it exists only because the float version cost as much as a network step)."""
+    from frameplan_training.augment import color_jitter
+    from frameplan_training.policy_module import fast_color_jitter
+
+    rng = np.random.default_rng(3)
+    # mid-range values: the shared version clips once at the end, this one after brightness/contrast too
+    images = [rng.integers(70, 180, (32, 32, 3), dtype=np.uint8) for _ in range(2)]
+    fast = fast_color_jitter(images, np.random.default_rng(7), 0.3)
+    slow = color_jitter(images, np.random.default_rng(7), 0.3)
+    for a, b in zip(fast, slow):
+        assert np.abs(a.astype(int) - b.astype(int)).max() <= 3
+    assert not np.array_equal(fast[0], images[0])

@@ -18,7 +18,6 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
-from frameplan_training.augment import color_jitter
 from frameplan_training.base_module import FrameplanModule
 from frameplan_training.config import PolicyTrainConfig
 from torch.utils.data import Dataset
@@ -54,6 +53,28 @@ def prepare_data(cfg: PolicyTrainConfig, data: str | Path, out: str | Path) -> P
     return cache
 
 
+def fast_color_jitter(images: list[np.ndarray], rng: np.random.Generator, strength: float) -> list[np.ndarray]:
+    """Brightness, contrast and saturation factors in [1 - s, 1 + s], the same for every image (the contrast pivot is
+    the first image's mean grey), as training/augment.color_jitter but with OpenCV look-up tables and blending:
+    ~10x faster on the policy's small frames, where the float version cost as much as the network step."""
+    if strength <= 0:
+        return images
+    b, c, sat = rng.uniform(1 - strength, 1 + strength, size=3)
+    pivot = float(cv2.cvtColor(images[0], cv2.COLOR_RGB2GRAY).mean())
+    lut = np.clip(np.rint((np.arange(256) * b - pivot * b) * c + pivot * b), 0, 255).astype(np.uint8)
+    out = []
+    for im in images:
+        x = cv2.LUT(im, lut)
+        grey = cv2.cvtColor(cv2.cvtColor(x, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
+        out.append(cv2.addWeighted(x, float(sat), grey, float(1 - sat), 0.0))
+    return out
+
+
+def images_to_float(images: torch.Tensor) -> torch.Tensor:
+    """A batch of uint8 (B, C, S, S) images -> float in [-1, 1] (done per batch: per item it cost ~3 ms)."""
+    return images.float().div_(127.5).sub_(1.0)
+
+
 def _shift(image: np.ndarray, rng: np.random.Generator, pad: int) -> np.ndarray:
     if pad <= 0:
         return image
@@ -64,8 +85,9 @@ def _shift(image: np.ndarray, rng: np.random.Generator, pad: int) -> np.ndarray:
 
 
 class PolicyDataset(Dataset):
-    """Items ``{"images" (3 or 6, S, S) in [-1, 1], "state" (16,) rad/opening, "action" (chunk, 16), "index",
-    "task", "goal_t", "t"}``; keys are ``index`` or ``(index, augmentation_seed)`` (sampler.py)."""
+    """Items ``{"images" (3 or 6, S, S) uint8 (made float per batch: ``images_to_float``), "state" (16,)
+    rad/opening, "action" (chunk, 16), "index", "task", "goal_t", "t"}``; keys are ``index`` or
+    ``(index, augmentation_seed)`` (sampler.py)."""
 
     def __init__(self, root: str | Path, split: str | None, cfg: PolicyTrainConfig, augment: bool) -> None:
         self.samples = PolicySamples(root, split, cfg.chunk, cfg.interval, cfg.action,
@@ -76,8 +98,6 @@ class PolicyDataset(Dataset):
         return len(self.samples)
 
     def __getitem__(self, key: Any) -> dict[str, Any]:
-        from frameplan_core.policy.policy import to_tensor
-
         i, seed = (int(key[0]), int(key[1])) if isinstance(key, (tuple, list)) else (int(key), None)
         rng = np.random.default_rng(seed) if (seed is not None and self.augment) else None
         s = self.samples.get(i, rng)
@@ -87,11 +107,12 @@ class PolicyDataset(Dataset):
             frame, goal = _shift(frame, rng, c.shift), _shift(goal, rng, c.shift)
             if c.goal_blur_prob > 0 and rng.random() < c.goal_blur_prob:
                 goal = cv2.GaussianBlur(goal, (0, 0), float(rng.uniform(0.5, 1.5)))
-            frame, goal = color_jitter([frame, goal], rng, c.color_jitter)
+            frame, goal = fast_color_jitter([frame, goal], rng, c.color_jitter)
             if c.state_noise > 0:
                 state[list(JOINTS)] += rng.normal(0.0, c.state_noise, len(JOINTS)).astype(np.float32)
         images = np.concatenate([frame, goal], axis=-1) if c.goal else frame
-        item = {"images": to_tensor(images), "state": torch.from_numpy(state),
+        item = {"images": torch.from_numpy(np.ascontiguousarray(images.transpose(2, 0, 1))),
+                "state": torch.from_numpy(state),
                 "action": torch.from_numpy(s.action), "index": i, "task": s.task, "t": s.t, "goal_t": s.goal_t}
         if seed is not None:
             item["seed"] = seed
@@ -180,7 +201,7 @@ class PolicyModule(FrameplanModule):
     def compute_loss(self, batch: dict, generator, train: bool) -> tuple[torch.Tensor, dict]:
         c: PolicyTrainConfig = self.cfg
         joints, grippers = list(JOINTS), list(GRIPPERS)
-        out = self.net(batch["images"], self.normalized_state(batch["state"].float()))
+        out = self.net(images_to_float(batch["images"]), self.normalized_state(batch["state"].float()))
         action = batch["action"].float()
         target = (action - self.action_mean) / self.action_std
         joint_loss = F.smooth_l1_loss(out[..., joints], target[..., joints], beta=0.5)
@@ -199,8 +220,6 @@ class PolicyModule(FrameplanModule):
     def sample_rows(self, n: int) -> list[tuple]:
         """(current, goal, chart) per validation sample: the chart shows, for each joint, the target (green) and
         predicted (red) offset at the chunk's last step, in units of the training std."""
-        from frameplan_training.datasets import to_uint8
-
         ds = self.trainer.datamodule.val_set
         items = [ds[i * max(1, len(ds) // max(1, n))] for i in range(min(n, len(ds)))]
         if not items:
@@ -209,16 +228,16 @@ class PolicyModule(FrameplanModule):
         self.net.eval()
         try:
             with self.ema_applied():
-                out = self.net(torch.stack([it["images"] for it in items]).to(self.device),
+                out = self.net(images_to_float(torch.stack([it["images"] for it in items]).to(self.device)),
                                self.normalized_state(torch.stack([it["state"] for it in items]).to(self.device)))
         finally:
             self.net.train(was)
         rows = []
         for it, o in zip(items, out):
             target = ((it["action"].to(self.device) - self.action_mean) / self.action_std)[-1]
-            imgs = it["images"]
-            cur = to_uint8(imgs[:3])
-            goal = to_uint8(imgs[3:6]) if imgs.shape[0] == 6 else np.zeros_like(cur)
+            imgs = it["images"].permute(1, 2, 0).numpy()  # uint8 (S, S, 3 or 6)
+            cur = np.ascontiguousarray(imgs[..., :3])
+            goal = np.ascontiguousarray(imgs[..., 3:6]) if imgs.shape[-1] == 6 else np.zeros_like(cur)
             rows.append((cur, goal, _bar_chart(target.cpu().numpy(), o[-1].cpu().numpy(), cur.shape[0])))
         return rows
 
