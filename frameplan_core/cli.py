@@ -20,7 +20,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "predict": ("frameplan_core.scripts.predict", "predict the future frame for an image and an instruction"),
     "plan": ("frameplan_core.scripts.plan", "generate a 9-frame 3x3 grid visual plan"),
     "rollout": ("frameplan_core.scripts.rollout", "closed-loop policy rollouts with and without foresight (success rates)"),
-    "train": ("frameplan_training.scripts.train", "train the frame predictor or the grid planner (Lightning)"),
+    "train": ("frameplan_training.scripts.train", "train the frame predictor, grid planner, VAE or policy (Lightning)"),
     "export": ("frameplan_training.scripts.export", "export a training checkpoint as a model folder"),
     "eval": ("frameplan_training.scripts.evaluate", "evaluate a model against the copy-the-input baseline"),
     "bench": ("frameplan_core.bench.cli", "speed/memory benchmarks (predictor, planner, sim, ros)"),
