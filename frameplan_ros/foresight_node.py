@@ -27,7 +27,7 @@ from rclpy.qos import (
     qos_profile_sensor_data,
 )
 from sensor_msgs.msg import CameraInfo, Image
-from std_msgs.msg import String
+from std_msgs.msg import Float32, Float32MultiArray, String
 from visualization_msgs.msg import Marker, MarkerArray
 
 from frameplan_core.errors import ConfigError, FrameplanError, InputError, ModelError, one_line
@@ -135,6 +135,13 @@ class ForesightNode(Node):
         self.pub_frames = self.create_publisher(Image, f"{pre}/plan/frames", frames_qos)
         self.pub_path = self.create_publisher(PathMsg, f"{pre}/plan/trajectory", out_qos)
         self.pub_markers = self.create_publisher(MarkerArray, f"{pre}/plan/trajectory_markers", out_qos)
+        # how sure the model is (frameplan_core/uncertainty.py); published when publish_uncertainty is on
+        self.pub_unc = self.create_publisher(Image, f"{pre}/uncertainty", out_qos)
+        self.pub_plan_unc = self.create_publisher(Image, f"{pre}/plan/uncertainty", out_qos)
+        self.pub_conf = self.create_publisher(Float32, f"{pre}/confidence", out_qos)
+        self.pub_frame_conf = self.create_publisher(Float32MultiArray, f"{pre}/plan/frame_confidence", out_qos)
+        self._confidences: deque = deque(maxlen=100)
+        self.uncertainty_state = "no output yet"
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", ctl_qos)
 
         self.create_subscription(Image, self.p.image_topic, self._on_image, cam_qos)
@@ -366,14 +373,14 @@ class ForesightNode(Node):
         if mode == "predictor":
             if not job.instruction:
                 raise InputError("predictor: no instruction yet (publish one on the instruction topic)")
-            pred = model.predict(rgb, job.instruction, steps=steps, seed=seed, output_size=self.p.output_size,
-                                 samples=samples)
+            kw = {"steps": steps, "seed": seed, "output_size": self.p.output_size, "samples": samples}
+            full = model.predict_full(rgb, job.instruction, **kw) if self.p.publish_uncertainty else None
+            pred = full.image if full is not None else model.predict(rgb, job.instruction, **kw)
             infer_ms = (time.monotonic() - t0) * 1e3
             self._publish(self.pub_pred, convert.rgb_to_image(np.asarray(pred), job.image.header))
+            u = self._publish_uncertainty(job, full, self.pub_unc)
             if self.p.publish_comparison:
-                from frameplan_core.image import hstack
-
-                self._publish(self.pub_cmp, convert.rgb_to_image(hstack([rgb, np.asarray(pred)]), job.image.header))
+                self._publish(self.pub_cmp, convert.rgb_to_image(self._comparison(rgb, pred, u), job.image.header))
         else:
             traj_px = self._project_trajectory(job, rgb.shape[:2])
             plan = model.plan(rgb, instruction=job.instruction, trajectory=traj_px, steps=steps, seed=seed,
@@ -383,11 +390,11 @@ class ForesightNode(Node):
             for k, frame in enumerate(plan.frames):
                 stamp = stamp_plus(job.image.header.stamp, k * self.p.plan_frame_stamp_step)
                 self._publish(self.pub_frames, convert.rgb_to_image(np.asarray(frame), job.image.header, stamp=stamp))
+            self._publish_uncertainty(job, plan if self.p.publish_uncertainty else None, self.pub_plan_unc)
             if self.p.publish_comparison:
-                from frameplan_core.image import hstack
-
-                self._publish(self.pub_cmp, convert.rgb_to_image(
-                    hstack([rgb, np.asarray(plan.frames[-1])]), job.image.header))
+                last_u = plan.uncertainty[-1] if self.p.publish_uncertainty and plan.uncertainty else None
+                self._publish(self.pub_cmp, convert.rgb_to_image(self._comparison(rgb, plan.frames[-1], last_u),
+                                                                 job.image.header))
             if job.trajectory is not None and traj_px is not None:
                 self._publish_trajectory(job)
         done = time.monotonic()
@@ -395,6 +402,38 @@ class ForesightNode(Node):
         # frame age: how old the source frame was by then (in on_instruction mode it may have waited long)
         self.health.output((done - (job.triggered or job.received)) * 1e3, infer_ms, (done - job.received) * 1e3)
         self.health.count("depth_paired" if job.depth is not None else "depth_unpaired")
+
+    def _publish_uncertainty(self, job: Job, result: Any, pub: Any) -> np.ndarray | None:
+        """The map of a Prediction (or a Plan's grid mosaic) as 32FC1 on ``pub`` with the source header, its
+        confidence (and a plan's per-frame ones); returns that map, None when there is none (and notes why, for
+        /diagnostics)."""
+        if result is None:
+            self.uncertainty_state = "off (publish_uncertainty: false)"
+            return None
+        u = getattr(result, "grid_uncertainty", None) if hasattr(result, "grid") else result.uncertainty
+        if u is None:
+            self.uncertainty_state = f"unavailable: {result.uncertainty_note}"
+            return None
+        self._publish(pub, convert.numpy_to_image(np.ascontiguousarray(u, np.float32), "32FC1", job.image.header))
+        if result.confidence is not None:
+            self._publish(self.pub_conf, Float32(data=float(result.confidence)))
+            with self._lock:
+                self._confidences.append(float(result.confidence))
+        if getattr(result, "frame_confidence", None) is not None:
+            self._publish(self.pub_frame_conf, Float32MultiArray(data=[float(c) for c in result.frame_confidence]))
+        self.uncertainty_state = "on"
+        return u
+
+    def _comparison(self, rgb: np.ndarray, pred: np.ndarray, u: np.ndarray | None) -> np.ndarray:
+        """input | prediction, and the prediction with its uncertainty as a heat map when there is one."""
+        from frameplan_core import uncertainty
+        from frameplan_core.image import hstack
+
+        pred = np.asarray(pred)
+        panels = [rgb, pred]
+        if u is not None:
+            panels.append(uncertainty.overlay(pred, u, self.p.uncertainty_heatmap_max))
+        return hstack(panels)
 
     def _project_trajectory(self, job: Job, hw: tuple[int, int]) -> np.ndarray | None:
         if job.trajectory is None:
@@ -457,8 +496,13 @@ class ForesightNode(Node):
             # no model at all is an ERROR for as long as it lasts, with the load error as the reason (not "ok")
             level, message = (WARN, "loading model") if load_error is None else (
                 ERROR, f"[model_load] {load_error.message}")
+        with self._lock:
+            conf = list(self._confidences)
         values = {"model": self.model_info, "mode": self.p.mode, "device": self.p.device, "trigger": self.p.trigger,
-                  "frames_dropped": self.worker.dropped, "worker_busy": self.worker.busy, **snap}
+                  "frames_dropped": self.worker.dropped, "worker_busy": self.worker.busy, **snap,
+                  "uncertainty": self.uncertainty_state,
+                  "confidence_last": conf[-1] if conf else float("nan"),
+                  "confidence_p50": float(np.median(conf)) if conf else float("nan")}
         return level, message, values
 
     def _publish_diagnostics(self) -> None:

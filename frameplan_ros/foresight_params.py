@@ -69,6 +69,11 @@ class ForesightParams:
     warmup: bool = param(True, "run one 1-step inference right after loading, so the first real frame is not "
                          "slowed by lazy initialisation")
     publish_comparison: bool = param(True, "publish input | prediction side by side on comparison")
+    publish_uncertainty: bool = param(True, "publish uncertainty (32FC1 grey levels, NaN = no estimate), confidence "
+                                      "and a heat-map panel on comparison; needs samples >= 2 (the embedded models "
+                                      "default to 4); the predictor's map costs one extra VAE decode")
+    uncertainty_heatmap_max: float = param(32.0, "uncertainty (grey levels) shown as the hottest colour of the "
+                                           "comparison heat map", range=(0.1, 255.0))
     plan_frame_stamp_step: float = param(0.001, "plan/frames: frame k is stamped source stamp + k * this (s)",
                                          range=(1e-9, 10.0))
     depth_match_tolerance: float = param(0.02, "max |stamp difference| (s) to pair a depth frame with colour",
