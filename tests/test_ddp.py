@@ -220,6 +220,8 @@ def test_ddp_two_processes_match_one_and_resume_exactly(kind, tmp_path):
     assert [w for w in r1["writes"] if w != ["os.mkdir", "."]] == []
     written = {w[1].split("/")[0] for w in r0["writes"]}
     assert {"checkpoints", "logs", "samples", "model", "config.yaml", "train_summary.json"} <= written
+    # checkpoints are renamed into place beside their final name (not copied in from the node's temp folder)
+    assert ["os.rename", f"checkpoints/step={RESUME_FROM:07d}.ckpt"] in r0["writes"]
     assert (r0["progress_bar"], r1["progress_bar"]) == (True, False)
     assert output.count(f"trained {kind}:") == 1, output[-3000:]
     assert json.loads((full / "train_summary.json").read_text())["world_size"] == 2

@@ -112,6 +112,27 @@ def log_version(out: Path) -> str:
     return f"run{k}"
 
 
+def atomic_checkpoint_io():
+    """Lightning's checkpoint writer, except that the file is written beside its final name and renamed into place
+    (frameplan_core.atomic): Lightning's own stages it in the system temp folder, which on a cluster is node-local,
+    so a multi-GB checkpoint must fit there and the move onto a shared --out is a copy that a node failure can
+    leave half-written as the newest checkpoint. Reading is Lightning's, unchanged."""
+    import io
+
+    import torch
+    from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+    class AtomicCheckpointIO(TorchCheckpointIO):
+        def save_checkpoint(self, checkpoint: dict, path, storage_options: Any | None = None) -> None:
+            if storage_options is not None:
+                raise TypeError(f"storage_options={storage_options!r}: not supported by frameplan's checkpoint writer")
+            buffer = io.BytesIO()
+            torch.save(checkpoint, buffer)
+            atomic.write_bytes(path, buffer.getbuffer())
+
+    return AtomicCheckpointIO()
+
+
 def make_trainer(cfg: TrainConfig, out: Path, extra_callbacks: list | None = None, **overrides: Any):
     import lightning as L
     from frameplan_training.callbacks import SampleImages
@@ -139,7 +160,7 @@ def make_trainer(cfg: TrainConfig, out: Path, extra_callbacks: list | None = Non
         (cfg.val_every_n_epochs > 0 or cfg.val_every_n_steps > 0) else 0,
         logger=logger, callbacks=[ckpt, samples, *(extra_callbacks or [])], log_every_n_steps=cfg.log_every_n_steps,
         deterministic=cfg.deterministic, num_sanity_val_steps=0, use_distributed_sampler=False,
-        enable_model_summary=False, **val_kw)
+        enable_model_summary=False, plugins=[atomic_checkpoint_io()], **val_kw)
     kwargs.update(overrides)
     return L.Trainer(**kwargs), ckpt, samples
 
