@@ -110,7 +110,7 @@ def _describe_dataset(path: Path, fmt: str, k: int) -> tuple[dict, list, list]:
 # ----------------------------------------------------------------------------------------------- checkpoints
 
 def _weights_info(path: Path) -> dict:
-    from frameplan_core.errors import ModelError
+    from frameplan_core.errors import ModelError, one_line
 
     size = path.stat().st_size
     if path.suffix == ".safetensors":
@@ -122,7 +122,7 @@ def _weights_info(path: Path) -> dict:
                 dtypes = Counter(f.get_slice(k).get_dtype() for k in f.keys())
                 meta = f.metadata() or {}
         except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
-            raise ModelError(f"{path}: not a readable safetensors file ({exc})") from None
+            raise ModelError(f"{path}: not a readable safetensors file ({one_line(exc, 200)})") from None
     else:
         import torch
 
