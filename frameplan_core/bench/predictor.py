@@ -3,7 +3,8 @@
 
 Reports median latency, predictions/s (single and batched), peak memory and the speed-up, plus the PSNR of the
 fast output against 100-step references on a fixed small set, so speed is never bought with a different result
-unnoticed. Prints a Markdown table for docs/BENCHMARKS.md; --json writes the numbers."""
+unnoticed. ``--compile`` adds the fast path torch.compile'd, timed after the eager rows in the same process.
+Prints a Markdown table for docs/BENCHMARKS.md; --json writes the numbers."""
 from __future__ import annotations
 
 import argparse
@@ -15,6 +16,7 @@ import threading
 import time
 from pathlib import Path
 
+COMPILE_MODES = ["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
 INSTRUCTIONS = ["strike the block with the hammer", "hand the block over to the other arm",
                 "stack the red block on the blue block", "move the block to the left"]
 
@@ -26,16 +28,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--repeats", type=int, default=7, help="timed runs of the fast configuration")
-    parser.add_argument("--paper-repeats", type=int, default=3, help="timed runs of the paper default")
+    parser.add_argument("--paper-repeats", type=int, default=3,
+                        help="timed runs of the paper default (0: skip it, e.g. for a compile-only run)")
     parser.add_argument("--batch", type=int, default=4, help="batch size for the batched-throughput row")
     parser.add_argument("--psnr-images", type=int, default=4, help="size of the fixed PSNR set")
     parser.add_argument("--steps", type=int, default=None, help="fast steps (default: the model's)")
     parser.add_argument("--sampler", default=None, choices=["euler_a", "ddim", "dpmpp"])
     parser.add_argument("--samples", type=int, default=None,
                         help="also time the mean of this many samples (default: the model's, when above 1)")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the fast path (GPU)")
+    parser.add_argument("--paper-steps", type=int, default=100,
+                        help="steps of the paper-default baseline and of the PSNR references (100 = the paper; "
+                             "fewer only for a quick check of the code path)")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time the fast path torch.compile'd, after the eager rows (GPU; row fast_compiled)")
+    parser.add_argument("--compile-mode", default="max-autotune-no-cudagraphs", choices=COMPILE_MODES,
+                        help="torch.compile mode (default: FramePredictor.compile's; 'default' compiles fastest)")
+    parser.add_argument("--compile-backend", default="inductor",
+                        help="torch.compile backend; 'eager' only traces with dynamo (a quick CPU check of the path)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--json", default=None, help="write results as JSON here")
+
+
+def compile_modules(p, mode: str, backend: str) -> None:
+    """``FramePredictor.compile`` (inductor), or the same modules with another dynamo backend (a cheap trace)."""
+    import torch
+
+    if backend == "inductor":
+        p.compile(mode=mode)
+        return
+    p.unet = torch.compile(p.unet, backend=backend, mode=None if mode == "default" else mode)
+    p.vae.decoder = torch.compile(p.vae.decoder, backend=backend, mode=None if mode == "default" else mode)
 
 
 def test_images(n: int, seed: int = 0):
@@ -129,7 +151,7 @@ def paper_pipeline(p):
     return pipe
 
 
-def run_paper(pipe, p, image, instruction: str, seed: int):
+def run_paper(pipe, p, image, instruction: str, seed: int, steps: int = 100):
     """Paper default: 100 Euler-ancestral steps, s_T 7.5, s_I 1.5 (prompt embeddings from our text encoder,
     so MiniLM models work too; their time is included)."""
     import numpy as np
@@ -142,7 +164,7 @@ def run_paper(pipe, p, image, instruction: str, seed: int):
     neg = p.uncond_embedding()
     src = Image.fromarray(fit(image, p.config.resolution, p.config.crop))
     gen = torch.Generator("cpu").manual_seed(seed)
-    out = pipe(image=src, prompt_embeds=emb, negative_prompt_embeds=neg, num_inference_steps=100,
+    out = pipe(image=src, prompt_embeds=emb, negative_prompt_embeds=neg, num_inference_steps=steps,
                guidance_scale=7.5, image_guidance_scale=1.5, generator=gen, output_type="np").images[0]
     return (np.clip(out, 0, 1) * 255).round().astype(np.uint8)
 
@@ -157,9 +179,14 @@ def psnr(a, b) -> float:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from frameplan_core.errors import ModelError
+    from frameplan_core.errors import InputError, ModelError
     from frameplan_core.predictor import FramePredictor, PredictorConfig
 
+    for flag, value, low in (("--repeats", args.repeats, 1), ("--paper-repeats", args.paper_repeats, 0),
+                             ("--batch", args.batch, 1), ("--psnr-images", args.psnr_images, 0),
+                             ("--paper-steps", args.paper_steps, 1)):
+        if value < low:
+            raise InputError(f"bench predictor: {flag} {value}: must be at least {low}")
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.model:
@@ -174,24 +201,22 @@ def run(args: argparse.Namespace) -> int:
                          "baseline (diffusers' InstructPix2Pix pipeline) denoises frames, so it cannot run it")
     print(p.describe())
     dev = p.device
-    imgs = test_images(max(args.psnr_images, args.batch))
+    imgs = test_images(max(args.psnr_images, args.batch, 1))
     fast_kw = {"steps": args.steps, "sampler": args.sampler, "samples": 1}  # one sample: comparable across models
     s = p.config.sampling
     n_mean = s.samples if args.samples is None else args.samples
     fast_desc = f"{args.sampler or s.sampler} {args.steps or s.steps} steps, batched CFG"
-    pipe = paper_pipeline(p)
+    pipe = paper_pipeline(p) if args.paper_repeats else None
+    paper_steps = args.paper_steps
 
-    # warm-up both paths (first calls allocate, tune kernels, compile)
+    # warm-up both paths (first calls allocate, tune kernels)
     p.predict(imgs[0], INSTRUCTIONS[0], **fast_kw)
-    run_paper(pipe, p, imgs[0], INSTRUCTIONS[0], 0)
-    if args.compile:
-        p.compile()
-        fast_desc += ", torch.compile"
-        for _ in range(2):
-            p.predict(imgs[0], INSTRUCTIONS[0], **fast_kw)
-
-    with PeakMemory(dev) as mem_paper:
-        t_paper, _ = timed(lambda: run_paper(pipe, p, imgs[0], INSTRUCTIONS[0], 0), args.paper_repeats, dev)
+    t_paper, mem_paper = [], None
+    if pipe is not None:
+        run_paper(pipe, p, imgs[0], INSTRUCTIONS[0], 0, paper_steps)
+        with PeakMemory(dev) as mem_paper:
+            t_paper, _ = timed(lambda: run_paper(pipe, p, imgs[0], INSTRUCTIONS[0], 0, paper_steps),
+                               args.paper_repeats, dev)
     with PeakMemory(dev) as mem_fast:
         t_fast, _ = timed(lambda: p.predict(imgs[0], INSTRUCTIONS[0], **fast_kw), args.repeats, dev)
     batch = [imgs[i % len(imgs)] for i in range(args.batch)]
@@ -212,28 +237,52 @@ def run(args: argparse.Namespace) -> int:
     for i in range(args.psnr_images):
         img, text = imgs[i], INSTRUCTIONS[i % len(INSTRUCTIONS)]
         fast = p.predict(img, text, seed=i, **fast_kw)
-        ref_paper = run_paper(pipe, p, img, text, i)
-        ref_ode = p.predict(img, text, seed=i, sampler=args.sampler or s.sampler, steps=100, samples=1)
-        ps_paper.append(psnr(fast, ref_paper))
+        if pipe is not None:
+            ps_paper.append(psnr(fast, run_paper(pipe, p, img, text, i, paper_steps)))
+        ref_ode = p.predict(img, text, seed=i, sampler=args.sampler or s.sampler, steps=paper_steps, samples=1)
         ps_ode.append(psnr(fast, ref_ode))
 
-    med_p, med_f, med_b = statistics.median(t_paper), statistics.median(t_fast), statistics.median(t_batch)
+    compiled = None
+    if args.compile:  # after every eager row: compiling replaces the modules in place
+        eager_out = p.predict(imgs[0], INSTRUCTIONS[0], seed=0, **fast_kw)
+        t0 = time.perf_counter()
+        compile_modules(p, args.compile_mode, args.compile_backend)
+        for _ in range(2):  # the first calls compile (and recompile once for the guidance batch shapes)
+            p.predict(imgs[0], INSTRUCTIONS[0], **fast_kw)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        warm_s = time.perf_counter() - t0
+        with PeakMemory(dev) as mem_comp:
+            t_comp, _ = timed(lambda: p.predict(imgs[0], INSTRUCTIONS[0], **fast_kw), args.repeats, dev)
+        med_c = statistics.median(t_comp)
+        compiled = {"config": f"{fast_desc}, torch.compile mode={args.compile_mode} backend={args.compile_backend}",
+                    "median_s": med_c, "per_s": 1 / med_c, "peak_mem_mb": mem_comp.peak_mb, "runs": t_comp,
+                    "compile_and_warmup_s": warm_s, "vs_eager": statistics.median(t_fast) / med_c}
+        same = psnr(p.predict(imgs[0], INSTRUCTIONS[0], seed=0, **fast_kw), eager_out)  # inf: identical frames
+        compiled.update(psnr_vs_eager_db=None if same == float("inf") else same, identical_to_eager=same == float("inf"))
+
+    med_p = statistics.median(t_paper) if t_paper else None
+    med_f, med_b = statistics.median(t_fast), statistics.median(t_batch)
     med_m = statistics.median(t_mean) if t_mean else None
     res = {
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": machine(dev), "model": weights, "describe": p.describe(), "resolution": p.config.resolution,
-        "paper": {"config": "diffusers StableDiffusionInstructPix2PixPipeline, euler_a 100 steps, s_T 7.5, s_I 1.5",
-                  "median_s": med_p, "per_s": 1 / med_p, "peak_mem_mb": mem_paper.peak_mb, "runs": t_paper},
+        "dtype": str(p.dtype).replace("torch.", ""),
+        "paper": ({"config": f"diffusers StableDiffusionInstructPix2PixPipeline, euler_a {paper_steps} steps, "
+                             "s_T 7.5, s_I 1.5",
+                   "median_s": med_p, "per_s": 1 / med_p, "peak_mem_mb": mem_paper.peak_mb, "runs": t_paper}
+                  if t_paper else None),
         "fast": {"config": fast_desc, "median_s": med_f, "per_s": 1 / med_f, "peak_mem_mb": mem_fast.peak_mb,
                  "runs": t_fast},
         "fast_batched": {"batch": args.batch, "median_s": med_b, "per_s": args.batch / med_b,
                          "peak_mem_mb": mem_batch.peak_mb},
-        "speedup": med_p / med_f,
+        "speedup": med_p / med_f if med_p else None,
         "fast_mean": ({"samples": n_mean, "median_s": med_m, "per_s": 1 / med_m, "peak_mem_mb": mem_mean.peak_mb,
                        "vs_one_sample": med_m / med_f, "runs": t_mean} if t_mean else None),
-        "psnr_fast_vs_paper100_db": ps_paper, "psnr_fast_vs_same_solver100_db": ps_ode,
-        "process_peak_mb": max(mem_paper.total_mb, mem_fast.total_mb, mem_batch.total_mb,
-                               mem_mean.total_mb if t_mean else 0.0),
+        "fast_compiled": compiled,
+        "psnr_fast_vs_paper100_db": ps_paper, "psnr_fast_vs_same_solver100_db": ps_ode, "psnr_ref_steps": paper_steps,
+        "process_peak_mb": max(mem_paper.total_mb if mem_paper else 0.0, mem_fast.total_mb, mem_batch.total_mb,
+                               mem_mean.total_mb if t_mean else 0.0, mem_comp.total_mb if compiled else 0.0),
     }
     print(markdown(res))
     if args.json:
@@ -263,7 +312,7 @@ def markdown(r: dict) -> str:
         "| configuration | median latency | predictions/s | peak extra memory |",
         "|---|---|---|---|",
         (f"| paper default ({pa['config']}) | {pa['median_s'] * 1000:.0f} ms | {pa['per_s']:.2f} "
-         f"| {pa['peak_mem_mb']:.0f} MB |"),
+         f"| {pa['peak_mem_mb']:.0f} MB |") if pa else "| paper default | not run (--paper-repeats 0) | | |",
         (f"| fast ({fa['config']}) | {fa['median_s'] * 1000:.0f} ms | {fa['per_s']:.2f} "
          f"| {fa['peak_mem_mb']:.0f} MB |"),
         (f"| fast, batch {fb['batch']} | {fb['median_s'] * 1000:.0f} ms / batch "
@@ -273,12 +322,21 @@ def markdown(r: dict) -> str:
         fm = r["fast_mean"]
         rows.append(f"| fast, mean of {fm['samples']} samples (one batch) | {fm['median_s'] * 1000:.0f} ms "
                     f"({fm['vs_one_sample']:.2f}x one sample) | {fm['per_s']:.2f} | {fm['peak_mem_mb']:.0f} MB |")
+    if r.get("fast_compiled"):
+        fc = r["fast_compiled"]
+        rows.append(f"| fast, {fc['config']} | {fc['median_s'] * 1000:.0f} ms ({fc['vs_eager']:.2f}x eager; compile + "
+                    f"warm-up {fc['compile_and_warmup_s']:.0f} s) | {fc['per_s']:.2f} | {fc['peak_mem_mb']:.0f} MB |")
+    n_ref, vs_paper, vs_ode = (r.get("psnr_ref_steps", 100), r["psnr_fast_vs_paper100_db"],
+                               r["psnr_fast_vs_same_solver100_db"])
+    psnr_line = (f"PSNR fast vs {n_ref}-step references on {len(vs_ode)} fixed images: "
+                 + (f"vs paper default (Euler-a {n_ref}) mean {_mean(vs_paper):.1f} dB; " if vs_paper else "")
+                 + f"vs the same solver at {n_ref} steps (same initial noise) mean {_mean(vs_ode):.1f} dB."
+                 if vs_ode else "PSNR vs references: not measured (--psnr-images 0).")
     rows += [
         "",
-        f"Speed-up fast vs paper default: **{r['speedup']:.1f}x** (single image, same process, same weights).",
-        (f"PSNR fast vs 100-step references on {len(r['psnr_fast_vs_paper100_db'])} fixed images: vs paper default "
-         f"(Euler-a 100) mean {_mean(r['psnr_fast_vs_paper100_db']):.1f} dB; vs the same solver at 100 steps (same "
-         f"initial noise) mean {_mean(r['psnr_fast_vs_same_solver100_db']):.1f} dB."),
-        f"Machine: {r['machine']}; model: {r['model']}; {r['resolution']}²; date {r['date']}.",
+        (f"Speed-up fast vs paper default: **{r['speedup']:.1f}x** (single image, same process, same weights)."
+         if r["speedup"] else "Speed-up vs paper default: not measured (--paper-repeats 0)."),
+        psnr_line,
+        f"Machine: {r['machine']}; model: {r['model']}; {r['resolution']}², {r.get('dtype', '')}; date {r['date']}.",
     ]
     return "\n".join(rows)
