@@ -117,3 +117,13 @@ def test_detector_finds_imports_and_import_strings(source, expected):
     found = {h for _, n in _names(ast.parse(source), "frameplan_core.policy.rollout", False)
              for h in _hits(n, FORBIDDEN[("frameplan_core", "frameplan_core")])}
     assert sorted(found) == expected
+
+
+def test_episode_formats_build_on_the_base_not_on_each_other():
+    """data/robotwin.py (1.0) and data/robotwin2.py (2.0) import data/episode.py, never each other."""
+    data = ROOT / "frameplan_core" / "data"
+    for a, b in (("robotwin", "robotwin2"), ("robotwin2", "robotwin")):
+        tree = ast.parse((data / f"{a}.py").read_text(encoding="utf-8"))
+        names = [n for _, n in _names(tree, f"frameplan_core.data.{a}", False)]
+        assert not [n for n in names if _hits(n, (f"frameplan_core.data.{b}",))], f"{a}.py imports {b}.py"
+        assert "frameplan_core.data.episode" in names

@@ -10,7 +10,7 @@ import numpy as np
 
 from frameplan_core import grid
 from frameplan_core.data.ip2p import FolderDataset
-from frameplan_core.data.robotwin import EpisodeReader
+from frameplan_core.data.episode import EpisodeReader
 from frameplan_core.errors import DataError
 from frameplan_core.image import fit
 

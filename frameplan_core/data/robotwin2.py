@@ -22,13 +22,14 @@ from pathlib import Path
 import numpy as np
 
 from frameplan_core import atomic
-from frameplan_core.data.robotwin import (
+from frameplan_core.data.episode import (
     FULL_DIM,
     FULL_KEY_GAP,
     FULL_KEYS,
     EpisodeReader,
     parse_episode_name,
     read_instructions,
+    read_scene_info,
     validate_frame,
 )
 from frameplan_core.errors import DataError
@@ -231,8 +232,6 @@ class RoboTwin2Episode(EpisodeReader):
 
     @property
     def scene_info(self) -> dict | None:
-        from frameplan_core.data.robotwin import read_scene_info
-
         return read_scene_info(self._meta_dir).get(f"episode_{self.index}")
 
 

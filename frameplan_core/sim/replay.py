@@ -119,7 +119,7 @@ def replay_episode(path: str | Path, cameras: Sequence[str] = (), interpolate: b
     """Replay the episode at ``path`` open loop. ``cameras`` (e.g. ("head_camera",)) renders them at every saved
     frame and compares with the recorded images (slower; the episode's camera type); by default nothing renders.
     ``overrides`` are task config ``key=value`` settings (e.g. ``camera_config=...`` for a custom camera type)."""
-    from frameplan_core.data.robotwin import open_episode
+    from frameplan_core.data.episode import open_episode
     from frameplan_core.sim.env import SimEnv
 
     t0 = time.perf_counter()
