@@ -4,11 +4,11 @@ It downsamples by 8 with 4 levels like SD's VAE, so a 256² image gives a 32² l
 large latent whose attention dominates CPU time (ENVIRONMENT.md)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from frameplan_core.errors import ConfigError, ModelError
+from frameplan_core.jsonfile import read_json
 
 PRESETS = Path(__file__).resolve().parent / "presets"
 TINY_VAE_JSON = PRESETS / "vae-tiny.json"
@@ -16,13 +16,7 @@ TINY_VAE_JSON = PRESETS / "vae-tiny.json"
 
 def load_json_config(path: str | Path) -> dict[str, Any]:
     """A diffusers-style JSON config as a dict (keys starting with '_' kept; diffusers ignores them)."""
-    path = Path(path)
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path}: invalid JSON: {exc}") from None
+    return read_json(path, ConfigError, missing="config file not found")
 
 
 def tiny_vae_config() -> dict[str, Any]:

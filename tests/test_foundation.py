@@ -104,3 +104,28 @@ def test_serpentine_positions_and_round_trip():
     with pytest.raises(InputError):
         grid.split(np.zeros((10, 15, 3), np.uint8))
     assert grid.frame_indices(17) == [0, 2, 4, 6, 8, 10, 12, 14, 16]
+
+
+def test_read_json_names_the_file_and_the_problem(tmp_path):
+    from frameplan_core.errors import DataError, ModelError
+    from frameplan_core.jsonfile import read_json
+
+    p = tmp_path / "x.json"
+    with pytest.raises(ModelError, match=r"x\.json: train one first$"):
+        read_json(p, ModelError, missing="train one first")
+    p.write_bytes(b'{"a": "\xff"}')
+    with pytest.raises(DataError, match=r"x\.json: not UTF-8 \(byte 7: b'\\xff'\)"):
+        read_json(p)
+    with pytest.raises(DataError, match=r"x\.json: index file is not UTF-8"):
+        read_json(p, what="index file")
+    p.write_text('{"a": 1,}')
+    with pytest.raises(ConfigError, match=r"x\.json: invalid JSON \(Expecting"):
+        read_json(p, ConfigError)
+    p.write_text("[1, 2]")
+    with pytest.raises(DataError, match=r"x\.json: expected a JSON object, got list"):
+        read_json(p)
+    assert read_json(p, kind=list) == [1, 2] and read_json(p, kind=None) == [1, 2]
+    p.write_text('{"a": [1]}')
+    assert read_json(p) == {"a": [1]}
+    with pytest.raises(DataError, match=r"names_the_file\w*: cannot read \(Is a directory\)"):
+        read_json(tmp_path)  # a folder

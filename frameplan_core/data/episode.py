@@ -10,7 +10,6 @@ called, so listing a folder of 1.0 episodes does not import h5py.
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ import numpy as np
 
 from frameplan_core import atomic
 from frameplan_core.errors import DataError
+from frameplan_core.jsonfile import read_json
 
 JOINT_DIM = 14
 FULL_DIM = 16  # joint_state_full / joint_command_full: per arm 7 joints + gripper, left arm first
@@ -114,13 +114,7 @@ def read_scene_info(task_path: str | Path) -> dict:
     path = Path(task_path) / "scene_info.json"
     if not path.is_file():
         return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"{path}: not valid UTF-8 JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise DataError(f"{path}: expected a JSON object keyed by 'episode_<N>'")
-    return data
+    return read_json(path)
 
 
 # ----------------------------------------------------------------------------------------------- reader base

@@ -10,13 +10,13 @@ on segment pairs has seen the bridge's wording verbatim; "unseen" variants are h
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import random
 from pathlib import Path
 from typing import Any
 
 from frameplan_core.errors import DataError
+from frameplan_core.jsonfile import read_json
 
 log = logging.getLogger(__name__)
 
@@ -224,21 +224,7 @@ def check_instructions(obj: Any, where: str) -> dict[str, list[str]]:
 
 
 def load_instructions_file(path: str | Path) -> dict[str, list[str]]:
-    path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read instructions ({exc.strerror or exc})") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        bad = raw[exc.start:exc.start + 1]
-        raise DataError(f"{path}: instruction file is not UTF-8 (byte {exc.start}: {bad!r})") from None
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}: invalid JSON ({exc})") from None
-    return check_instructions(obj, str(path))
+    return check_instructions(read_json(path, kind=None, what="instruction file"), str(path))
 
 
 def _index(seed: int, key: str, n: int) -> int:

@@ -26,6 +26,7 @@ import numpy as np
 from frameplan_core import atomic
 from frameplan_core.data import splits as splits_mod
 from frameplan_core.errors import DataError
+from frameplan_core.jsonfile import read_json
 from frameplan_core.image import encode_image, ensure_rgb_uint8, read_image
 
 INFO_FILE = "frameplan_dataset.json"
@@ -151,14 +152,12 @@ class FolderDataset:
         seeds_path = self.root / SEEDS_FILE
         if not seeds_path.is_file():
             raise DataError(f"{self.root}: not an InstructPix2Pix-style dataset (no {SEEDS_FILE})")
-        self.info = self._read_json(self.root / INFO_FILE) if (self.root / INFO_FILE).is_file() else {}
-        if not isinstance(self.info, dict):
-            raise DataError(f"{self.root / INFO_FILE}: expected a JSON object, got {type(self.info).__name__}")
+        self.info = read_json(self.root / INFO_FILE) if (self.root / INFO_FILE).is_file() else {}
         self.format = self.info.get("format", "ip2p")
         if self.expected_format and self.format != self.expected_format:
             raise DataError(f"{self.root}: dataset format is {self.format!r}, expected {self.expected_format!r}")
         self.ext = self.info.get("image_ext")
-        seeds = self._read_json(seeds_path)
+        seeds = read_json(seeds_path, kind=None)
         if not isinstance(seeds, list):
             raise DataError(f"{seeds_path}: expected a list of [dir, [seeds...]]")
         entries: list[tuple[str, str]] = []
@@ -182,17 +181,6 @@ class FolderDataset:
     def _sid(entry: tuple[str, str]) -> str:
         d, s = entry
         return d if d == s else f"{d}/{s}"
-
-    @staticmethod
-    def _read_json(path: Path) -> Any:
-        try:
-            return json.loads(path.read_bytes().decode("utf-8"))
-        except UnicodeDecodeError as exc:
-            raise DataError(f"{path}: not UTF-8 ({exc})") from None
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path}: invalid JSON ({exc})") from None
-        except OSError as exc:
-            raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -219,14 +207,14 @@ class FolderDataset:
         p = self.root / d / "prompt.json"
         if not p.is_file():
             raise DataError(f"{p}: missing prompt.json")
-        prompt = self._read_json(p)
+        prompt = read_json(p, kind=None)
         if not isinstance(prompt, dict) or not isinstance(prompt.get("edit"), str):
             raise DataError(f"{p}: expected an object with a string 'edit'")
         return prompt
 
     def meta(self, i: int) -> dict:
         p = self.root / self._entries[i][0] / "meta.json"
-        return self._read_json(p) if p.is_file() else {}
+        return read_json(p) if p.is_file() else {}
 
     def __getitem__(self, i: int) -> Sample:
         if not -len(self) <= i < len(self):
@@ -256,11 +244,5 @@ def detect_format(root: str | Path) -> str | None:
         return None
     info = root / INFO_FILE
     if info.is_file():
-        try:
-            data = json.loads(info.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise DataError(f"{info}: unreadable ({exc})") from None
-        if not isinstance(data, dict):
-            raise DataError(f"{info}: expected a JSON object, got {type(data).__name__}")
-        return str(data.get("format", "ip2p"))
+        return str(read_json(info).get("format", "ip2p"))
     return "ip2p"

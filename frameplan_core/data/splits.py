@@ -6,13 +6,13 @@ see."""
 from __future__ import annotations
 
 import hashlib
-import json
 from collections import defaultdict
 from collections.abc import Mapping
 from pathlib import Path
 
 from frameplan_core import atomic
 from frameplan_core.errors import DataError
+from frameplan_core.jsonfile import read_json
 
 SPLITS = ("train", "val", "test")
 FILENAME = "splits.json"
@@ -102,11 +102,8 @@ def load(root: str | Path) -> dict | None:
     path = Path(root) / FILENAME
     if not path.is_file():
         return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"{path}: not valid UTF-8 JSON ({exc})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("samples"), dict):
+    data = read_json(path)
+    if not isinstance(data.get("samples"), dict):
         raise DataError(f"{path}: expected an object with 'episodes' and 'samples' per split")
     for fld in ("episodes", "samples"):
         value = data.get(fld, {})

@@ -5,13 +5,13 @@ FLUX.1-dev (its transformer config ships as JSON in ``frameplan_core/presets/`` 
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from frameplan_core import config as cfgmod
 from frameplan_core.errors import ConfigError
+from frameplan_core.jsonfile import read_json
 
 PRESETS = ("tiny", "flux-dev")
 CONDITIONS = ("first_cell", "tiled", "channel")
@@ -23,10 +23,7 @@ FLUX_DEV_SCHEDULER_JSON = "planner_flux_dev_scheduler.json"
 def load_preset_json(name: str) -> dict[str, Any]:
     """Read a JSON file shipped in ``frameplan_core/presets/``."""
     path = Path(__file__).resolve().parent.parent / "presets" / name
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: preset file missing from the installation") from None
+    data = read_json(path, ConfigError, missing="preset file missing from the installation")
     return {k: v for k, v in data.items() if not k.startswith("_")}
 
 

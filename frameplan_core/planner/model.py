@@ -17,6 +17,7 @@ import torch
 from frameplan_core import atomic
 from frameplan_core.device import resolve_device, resolve_dtype
 from frameplan_core.errors import ModelError
+from frameplan_core.jsonfile import read_json
 from frameplan_core.planner import lora
 from frameplan_core.planner.config import PlannerConfig
 from frameplan_core.vae import build_vae, tiny_vae_config, vae_config
@@ -198,7 +199,7 @@ def load(path_or_preset: str | Path, device: Any = "auto", dtype: Any = "auto",
     dt = resolve_dtype(dtype, dev)
     try:
         if (path / "frameplan.json").is_file():
-            meta = json.loads((path / "frameplan.json").read_text(encoding="utf-8"))
+            meta = read_json(path / "frameplan.json", ModelError)
             if meta.get("kind") != KIND:
                 raise ModelError(f"{path}/frameplan.json: kind {meta.get('kind')!r} is not a grid planner ({KIND})")
             cfg = PlannerConfig.from_dict(meta["config"], f"{path}/frameplan.json:config")
@@ -221,7 +222,7 @@ def load(path_or_preset: str | Path, device: Any = "auto", dtype: Any = "auto",
         vae = AutoencoderKL.from_pretrained(path / "vae", local_files_only=True, torch_dtype=dt)
         sched_cfg = cfg.scheduler
         if (path / "scheduler" / "scheduler_config.json").is_file():
-            sched_cfg = _clean_config(json.loads((path / "scheduler" / "scheduler_config.json").read_text()))
+            sched_cfg = _clean_config(read_json(path / "scheduler" / "scheduler_config.json", ModelError))
     except (OSError, ValueError, KeyError) as exc:
         raise ModelError(f"{path}: cannot load planner: {exc}") from None
     cfg = replace(cfg, transformer=_clean_config(transformer.config), vae=_clean_config(vae.config),

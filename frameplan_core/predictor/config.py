@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import Any, Literal
 from frameplan_core import atomic
 from frameplan_core import config as config_io
 from frameplan_core.errors import ConfigError
+from frameplan_core.jsonfile import read_json
 from frameplan_core.vae import (
     PRESETS,
     downsample_factor,
@@ -148,13 +148,7 @@ class PredictorConfig:
     @classmethod
     def load(cls, path: str | Path) -> PredictorConfig:
         path = Path(path)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: not found") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{path}: invalid JSON: {exc}") from None
-        return cls.from_dict(data, str(path))
+        return cls.from_dict(read_json(path, ConfigError), str(path))
 
     def copy(self) -> PredictorConfig:
         return copy.deepcopy(self)

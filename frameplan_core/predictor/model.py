@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from frameplan_core.errors import ConfigError, ModelError, one_line
+from frameplan_core.jsonfile import read_json
 from frameplan_core.predictor.config import FRAMEPLAN_JSON, PredictorConfig
 from frameplan_core.text import TextEncoder, load_text_encoder
 from frameplan_core.vae import build_vae
@@ -127,12 +128,7 @@ def _diffusers_version() -> str:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ModelError(f"{path}: missing") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ModelError(f"{path}: invalid JSON ({exc})") from None
+    return read_json(path, ModelError, missing="missing")
 
 
 def _check_unet_config(unet_cfg: dict[str, Any], where: Path) -> None:
