@@ -48,20 +48,11 @@ def fit(image: np.ndarray, size: int | tuple[int, int], policy: CropPolicy = "ce
     """Map an RGB image to ``size`` (square int or (H, W)): centre crop to the aspect ratio then resize,
     plain resize (aspect distorted), or pad with black to the aspect ratio then resize."""
     th, tw = (size, size) if isinstance(size, int) else size
-    h, w = image.shape[:2]
     if policy == "center":
-        scale = max(th / h, tw / w)
-        ch, cw = min(h, round(th / scale)), min(w, round(tw / scale))
-        y0, x0 = (h - ch) // 2, (w - cw) // 2
+        y0, x0, ch, cw = center_box(image.shape[:2], (th, tw))
         image = image[y0 : y0 + ch, x0 : x0 + cw]
     elif policy == "pad":
-        target_ratio = tw / th
-        if w / h > target_ratio:
-            ph = round(w / target_ratio) - h
-            image = cv2.copyMakeBorder(image, ph // 2, ph - ph // 2, 0, 0, cv2.BORDER_CONSTANT, value=0)
-        else:
-            pw = round(h * target_ratio) - w
-            image = cv2.copyMakeBorder(image, 0, 0, pw // 2, pw - pw // 2, cv2.BORDER_CONSTANT, value=0)
+        image = cv2.copyMakeBorder(image, *pad_borders(image.shape[:2], (th, tw)), cv2.BORDER_CONSTANT, value=0)
     elif policy != "resize":
         raise InputError(f"crop policy {policy!r}: expected one of center, resize, pad")
     if image.shape[:2] == (th, tw):
@@ -76,26 +67,45 @@ def unfit(pred: np.ndarray, original_hw: tuple[int, int], policy: CropPolicy = "
 
     For the centre crop, the cropped-away borders come from ``background`` (the input frame) when given."""
     h, w = original_hw
-    ph, pw = pred.shape[:2]
     if policy == "resize":
         return cv2.resize(pred, (w, h), interpolation=cv2.INTER_CUBIC)
     if policy == "pad":
-        scale = min(pw / w, ph / h)
-        cw, ch = round(w * scale), round(h * scale)
-        y0, x0 = (ph - ch) // 2, (pw - cw) // 2
+        y0, x0, ch, cw = pad_box(pred.shape[:2], original_hw)
         return cv2.resize(pred[y0 : y0 + ch, x0 : x0 + cw], (w, h), interpolation=cv2.INTER_CUBIC)
-    y0, x0, ch, cw = _center_box((ph, pw), (h, w))
+    y0, x0, ch, cw = center_box(original_hw, pred.shape[:2])
     out = np.zeros((h, w, 3), np.uint8) if background is None else background.copy()
     out[y0 : y0 + ch, x0 : x0 + cw] = cv2.resize(pred, (cw, ch), interpolation=cv2.INTER_CUBIC)
     return out
 
 
-def _center_box(pred_hw: tuple[int, int], original_hw: tuple[int, int]) -> tuple[int, int, int, int]:
-    """(y0, x0, h, w) of the window of the original that the centre crop showed the model."""
-    (ph, pw), (h, w) = pred_hw, original_hw
-    scale = max(ph / h, pw / w)
-    ch, cw = min(h, round(ph / scale)), min(w, round(pw / scale))
+# The crop geometry of ``fit``, shared by its inverses (``unfit``, ``unfit_map``) and by ``trajectory.fit_points``.
+def center_box(src_hw: tuple[int, int], target_hw: tuple[int, int]) -> tuple[int, int, int, int]:
+    """(y0, x0, h, w): the window of a ``src_hw`` image that the centre crop to ``target_hw``'s aspect ratio keeps
+    (what the model sees)."""
+    (h, w), (th, tw) = src_hw, target_hw
+    scale = max(th / h, tw / w)
+    ch, cw = min(h, round(th / scale)), min(w, round(tw / scale))
     return (h - ch) // 2, (w - cw) // 2, ch, cw
+
+
+def pad_borders(src_hw: tuple[int, int], target_hw: tuple[int, int]) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right): the black borders the ``pad`` policy adds to a ``src_hw`` image to reach
+    ``target_hw``'s aspect ratio."""
+    (h, w), (th, tw) = src_hw, target_hw
+    ratio = tw / th
+    if w / h > ratio:
+        ph = round(w / ratio) - h
+        return ph // 2, ph - ph // 2, 0, 0
+    pw = round(h * ratio) - w
+    return 0, 0, pw // 2, pw - pw // 2
+
+
+def pad_box(pred_hw: tuple[int, int], original_hw: tuple[int, int]) -> tuple[int, int, int, int]:
+    """(y0, x0, h, w): the window of a ``pad``-policy model image of ``pred_hw`` that shows the original image."""
+    (ph, pw), (h, w) = pred_hw, original_hw
+    scale = min(pw / w, ph / h)
+    cw, ch = round(w * scale), round(h * scale)
+    return (ph - ch) // 2, (pw - cw) // 2, ch, cw
 
 
 def unfit_map(values: np.ndarray, original_hw: tuple[int, int], policy: CropPolicy = "center",
@@ -107,18 +117,15 @@ def unfit_map(values: np.ndarray, original_hw: tuple[int, int], policy: CropPoli
     if values.ndim != 2 or 0 in values.shape:
         raise InputError(f"unfit_map: expected a non-empty (H, W) map, got shape {values.shape}")
     h, w = original_hw
-    ph, pw = values.shape
     if policy == "resize":
         return cv2.resize(values, (w, h), interpolation=cv2.INTER_LINEAR)
     if policy == "pad":
-        scale = min(pw / w, ph / h)
-        cw, ch = round(w * scale), round(h * scale)
-        y0, x0 = (ph - ch) // 2, (pw - cw) // 2
+        y0, x0, ch, cw = pad_box(values.shape, original_hw)
         return cv2.resize(np.ascontiguousarray(values[y0 : y0 + ch, x0 : x0 + cw]), (w, h),
                           interpolation=cv2.INTER_LINEAR)
     if policy != "center":
         raise InputError(f"crop policy {policy!r}: expected one of center, resize, pad")
-    y0, x0, ch, cw = _center_box((ph, pw), (h, w))
+    y0, x0, ch, cw = center_box(original_hw, values.shape)
     out = np.full((h, w), fill, np.float32)
     out[y0 : y0 + ch, x0 : x0 + cw] = cv2.resize(values, (cw, ch), interpolation=cv2.INTER_LINEAR)
     return out

@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from frameplan_core.errors import DataError, InputError
+from frameplan_core.image import center_box, pad_borders
 
 log = logging.getLogger(__name__)
 
@@ -143,24 +144,17 @@ def fit_points(points: np.ndarray, src_hw: tuple[int, int], size: int | tuple[in
     h, w = src_hw
     p = np.asarray(points, dtype=np.float64).copy()
     if policy == "center":
-        scale = max(th / h, tw / w)
-        ch, cw = min(h, round(th / scale)), min(w, round(tw / scale))
-        y0, x0 = (h - ch) // 2, (w - cw) // 2
+        y0, x0, ch, cw = center_box(src_hw, (th, tw))
         p[:, 0] = (p[:, 0] - x0 + 0.5) * tw / cw - 0.5
         p[:, 1] = (p[:, 1] - y0 + 0.5) * th / ch - 0.5
     elif policy == "resize":
         p[:, 0] = (p[:, 0] + 0.5) * tw / w - 0.5
         p[:, 1] = (p[:, 1] + 0.5) * th / h - 0.5
     elif policy == "pad":
-        ratio = tw / th
-        if w / h > ratio:
-            ph = round(w / ratio) - h
-            p[:, 1] += ph // 2
-            h = h + ph
-        else:
-            pw = round(h * ratio) - w
-            p[:, 0] += pw // 2
-            w = w + pw
+        top, bottom, left, right = pad_borders(src_hw, (th, tw))
+        p[:, 0] += left
+        p[:, 1] += top
+        h, w = h + top + bottom, w + left + right
         p[:, 0] = (p[:, 0] + 0.5) * tw / w - 0.5
         p[:, 1] = (p[:, 1] + 0.5) * th / h - 0.5
     else:

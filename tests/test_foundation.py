@@ -129,3 +129,38 @@ def test_read_json_names_the_file_and_the_problem(tmp_path):
     assert read_json(p) == {"a": [1]}
     with pytest.raises(DataError, match=r"names_the_file\w*: cannot read \(Is a directory\)"):
         read_json(tmp_path)  # a folder
+
+
+def test_pixels_round_trip_uint8_and_unit_range():
+    import torch
+
+    from frameplan_core import pixels
+
+    images = np.random.default_rng(0).integers(0, 256, (2, 4, 5, 3), dtype=np.uint8)
+    x = pixels.to_tensor(images)
+    assert x.shape == (2, 3, 4, 5) and x.dtype == torch.float32
+    assert x.min() >= -1 and x.max() <= 1
+    assert float(x[1, 2, 3, 4]) == np.float32(images[1, 3, 4, 2]) / np.float32(127.5) - np.float32(1)
+    assert np.array_equal(pixels.to_uint8(x), images)
+    assert pixels.to_tensor(torch.from_numpy(images[0])).shape == (3, 4, 5)  # one image, torch in
+    back = pixels.to_uint8(torch.tensor([-2.0, -1.0, 0.0, 0.999, 3.0]).reshape(1, 5, 1))  # clamped, rounded
+    assert back.flags.c_contiguous and back.reshape(-1).tolist() == [0, 0, 128, 255, 255]
+
+
+@pytest.mark.parametrize("src, target", [((240, 320), (128, 128)), ((480, 640), (64, 96)), ((100, 50), (64, 64)),
+                                         ((64, 64), (64, 64)), ((71, 333), (90, 30))])
+def test_crop_geometry_helpers_agree_with_fit(src, target):
+    """center_box / pad_borders / pad_box: the one crop arithmetic behind fit, unfit, unfit_map and fit_points."""
+    from frameplan_core.image import center_box, fit, pad_borders, pad_box
+
+    (h, w), (th, tw) = src, target
+    image = np.random.default_rng(1).integers(1, 256, (h, w, 3), dtype=np.uint8)
+    y0, x0, ch, cw = center_box(src, target)
+    assert 0 <= y0 and y0 + ch <= h and 0 <= x0 and x0 + cw <= w and abs(cw / ch - tw / th) <= 2 / min(ch, cw)
+    assert np.array_equal(fit(image, target, "center"), fit(image[y0:y0 + ch, x0:x0 + cw], target, "resize"))
+    top, bottom, left, right = pad_borders(src, target)
+    ph, pw = h + top + bottom, w + left + right
+    assert (top + bottom) * (left + right) == 0 and abs(pw / ph - tw / th) <= 2 / min(ph, pw)
+    y0, x0, ch, cw = pad_box(target, src)  # where the original lies in the padded, resized image
+    assert abs(y0 - top * th / ph) <= 1 and abs(ch - h * th / ph) <= 1 and abs(x0 - left * tw / pw) <= 1
+    assert abs(cw - w * tw / pw) <= 1

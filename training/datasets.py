@@ -11,28 +11,17 @@ import logging
 from typing import Any
 
 import numpy as np
-import torch
 from frameplan_training.augment import color_jitter, paired_augment
 from torch.utils.data import Dataset
 
 from frameplan_core import grid
+from frameplan_core.pixels import to_tensor
 from frameplan_core.data.grid_samples import GridDataset
 from frameplan_core.data.ip2p import FolderDataset, IP2PDataset
 from frameplan_core.errors import DataError, InputError
 from frameplan_core.image import CropPolicy, fit
 
 log = logging.getLogger(__name__)
-
-
-def to_tensor(image: np.ndarray) -> torch.Tensor:
-    """uint8 (H, W, 3) -> float (3, H, W) in [-1, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div(127.5).sub(1.0)
-
-
-def to_uint8(x: torch.Tensor) -> np.ndarray:
-    """float (3, H, W) or (B, 3, H, W) in [-1, 1] -> uint8 (H, W, 3) / (B, H, W, 3)."""
-    x = ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
-    return x.permute(*range(x.ndim - 3), -2, -1, -3).numpy()
 
 
 class BadSampleTracker:

@@ -145,7 +145,7 @@ class PredictorModule(FrameplanModule):
 
     def sample_rows(self, n: int) -> list[tuple]:
         """(input, prediction, target) uint8 triples for the first ``n`` validation samples."""
-        from frameplan_training.datasets import to_uint8
+        from frameplan_core.pixels import to_uint8
 
         ds = self.trainer.datamodule.val_set
         items = [ds[i] for i in range(min(n, len(ds)))]

@@ -76,7 +76,7 @@ class VAEModule(FrameplanModule):
             self.vae.train(was)
 
     def sample_rows(self, n: int) -> list[tuple]:
-        from frameplan_training.datasets import to_uint8
+        from frameplan_core.pixels import to_uint8
 
         ds = self.trainer.datamodule.val_set
         items = [ds[i]["image"] for i in range(min(n, len(ds)))]

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from frameplan_core import pixels
 from frameplan_core.errors import InputError
 
 
@@ -51,7 +52,7 @@ def to_pixels(images: Any, device, dtype) -> torch.Tensor:
             images = images[None]
         if images.ndim != 4 or images.shape[-1] != 3:
             raise InputError(f"expected uint8 images (B, H, W, 3), got {tuple(images.shape)}")
-        images = images.permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        images = pixels.to_tensor(images)
     elif images.ndim != 4 or images.shape[1] != 3:
         raise InputError(f"expected float images (B, 3, H, W) in [-1, 1], got {tuple(images.shape)}")
     return images.to(device=device, dtype=dtype)

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from frameplan_core import pixels
 from frameplan_core.errors import InputError
 from frameplan_core.image import CropPolicy, fit, to_rgb, unfit
 
@@ -28,15 +29,12 @@ def check_image(image: object, where: str = "image") -> np.ndarray:
 
 def to_model(images: Sequence[np.ndarray], resolution: int, policy: CropPolicy, device, dtype) -> torch.Tensor:
     """Fit each RGB uint8 image to resolution² and stack as a (B, 3, R, R) tensor in [-1, 1]."""
-    arr = np.stack([fit(im, resolution, policy) for im in images]).astype(np.float32)
-    x = torch.from_numpy(arr).permute(0, 3, 1, 2) / 127.5 - 1.0
-    return x.to(device=device, dtype=dtype)
+    return pixels.to_tensor(np.stack([fit(im, resolution, policy) for im in images])).to(device=device, dtype=dtype)
 
 
 def to_uint8(x: torch.Tensor) -> list[np.ndarray]:
     """(B, 3, H, W) in [-1, 1] -> list of (H, W, 3) uint8."""
-    x = ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return [np.ascontiguousarray(a) for a in x.permute(0, 2, 3, 1).cpu().numpy()]
+    return list(pixels.to_uint8(x))
 
 
 def mask_to_input(mask: np.ndarray, original_hw: tuple[int, int], policy: CropPolicy) -> np.ndarray:
