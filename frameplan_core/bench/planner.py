@@ -13,10 +13,11 @@ import argparse
 import os
 import platform
 import statistics
-import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+
+from frameplan_core.bench.memory import PeakMemory
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,34 +47,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", default=None, help="also write the results here")
 
 
-class _PeakRSS:
-    """Samples this process's resident memory every 5 ms (ru_maxrss cannot be reset between rows)."""
-
-    def __init__(self):
-        self.peak = self._rss()
-        self._stop = threading.Event()
-        self._t = threading.Thread(target=self._loop, daemon=True)
-
-    @staticmethod
-    def _rss() -> int:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-    def _loop(self):
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self._rss())
-            time.sleep(0.005)
-
-    def __enter__(self):
-        self._t.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._t.join()
-        self.peak = max(self.peak, self._rss())
-
-
 def _cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -90,25 +63,15 @@ def _timed(fn, repeats: int, warmup: int, cuda: bool) -> tuple[float, list[float
 
     for _ in range(warmup):
         fn()
-    if cuda:
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
     times = []
-    mon = _PeakRSS() if not cuda else None
-    if mon:
-        mon.__enter__()
-    try:
+    with PeakMemory(torch.device("cuda" if cuda else "cpu")) as mem:
         for _ in range(repeats):
             t = time.perf_counter()
             fn()
             if cuda:
                 torch.cuda.synchronize()
             times.append(time.perf_counter() - t)
-    finally:
-        if mon:
-            mon.__exit__(None, None, None)
-    peak = torch.cuda.max_memory_allocated() if cuda else mon.peak
-    return statistics.median(times), times, peak / 2**20
+    return statistics.median(times), times, mem.total_mb
 
 
 def compile_transformer(model, args) -> None:

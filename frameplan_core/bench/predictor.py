@@ -12,9 +12,10 @@ import datetime
 import os
 import platform
 import statistics
-import threading
 import time
 from pathlib import Path
+
+from frameplan_core.bench.memory import PeakMemory
 
 COMPILE_MODES = ["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
 INSTRUCTIONS = ["strike the block with the hammer", "hand the block over to the other arm",
@@ -78,49 +79,6 @@ def test_images(n: int, seed: int = 0):
     return out
 
 
-class PeakMemory:
-    """Peak extra memory during a block: CUDA allocator peak on GPU, sampled process RSS on CPU."""
-
-    def __init__(self, device):
-        self.device, self.peak_mb = device, 0.0
-
-    def _rss(self) -> int:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-    def __enter__(self):
-        import torch
-
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            self.base = torch.cuda.memory_allocated()
-        else:
-            self.base = self._rss()
-            self.max, self.stop = self.base, False
-            self.thread = threading.Thread(target=self._watch, daemon=True)
-            self.thread.start()
-        return self
-
-    def _watch(self):
-        while not self.stop:
-            self.max = max(self.max, self._rss())
-            time.sleep(0.002)
-
-    def __exit__(self, *exc):
-        import torch
-
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-            self.peak_mb = (torch.cuda.max_memory_allocated() - self.base) / 2**20
-            self.total_mb = torch.cuda.max_memory_allocated() / 2**20
-        else:
-            self.stop = True
-            self.thread.join()
-            self.peak_mb = (self.max - self.base) / 2**20
-            self.total_mb = self.max / 2**20
-
-
 def timed(fn, repeats: int, device) -> tuple[list[float], object]:
     import torch
 
@@ -169,17 +127,11 @@ def run_paper(pipe, p, image, instruction: str, seed: int, steps: int = 100):
     return (np.clip(out, 0, 1) * 255).round().astype(np.uint8)
 
 
-def psnr(a, b) -> float:
-    import numpy as np
-
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
-
-
 def run(args: argparse.Namespace) -> int:
     import torch
 
     from frameplan_core.errors import InputError, ModelError
+    from frameplan_core.metrics import psnr
     from frameplan_core.predictor import FramePredictor, PredictorConfig
 
     for flag, value, low in (("--repeats", args.repeats, 1), ("--paper-repeats", args.paper_repeats, 0),
