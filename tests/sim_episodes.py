@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-TASKS = ("block_hammer_beat", "block_handover", "blocks_stack_easy")
+from frameplan_core.sim.task_config import TASK_NAMES as TASKS
 TINY = "Tiny"
 TINY_W, TINY_H, TINY_FOVY = 96, 72, 37.0
 SAVE_FREQ = 50  # few frames: every 0.2 s of simulated time

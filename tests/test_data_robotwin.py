@@ -10,6 +10,7 @@ import pytest
 
 from frameplan_core.data import instructions, robotwin, robotwin2
 from frameplan_core.errors import DataError
+from frameplan_core.sim.task_config import TASK_NAMES
 
 H, W = 24, 32
 
@@ -225,7 +226,7 @@ def test_find_episodes_sorted_and_skips_hidden(tmp_path):
 # ----------------------------------------------------------------------------------------------- instructions
 
 def test_instruction_templates_and_deterministic_pick():
-    for task in ("block_hammer_beat", "block_handover", "blocks_stack_easy"):
+    for task in TASK_NAMES:
         t = instructions.templates(task)
         assert len(t["seen"]) >= 10 and len(t["unseen"]) >= 5
         assert len(set(t["seen"])) == len(t["seen"]) and not set(t["seen"]) & set(t["unseen"])

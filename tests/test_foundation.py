@@ -164,3 +164,25 @@ def test_crop_geometry_helpers_agree_with_fit(src, target):
     y0, x0, ch, cw = pad_box(target, src)  # where the original lies in the padded, resized image
     assert abs(y0 - top * th / ph) <= 1 and abs(ch - h * th / ph) <= 1 and abs(x0 - left * tw / pw) <= 1
     assert abs(cw - w * tw / pw) <= 1
+
+
+# Copies of the task-name tuple outside frameplan_core.sim.task_config.TASK_NAMES that other owners remove (issue 19:
+# the ROS package and launch files, the policy's rollout defaults); an entry that matches nothing fails.
+TASK_TUPLE_COPIES = {"frameplan_ros/scripts/sim.py", "frameplan_ros/policy_runner.py", "launch/sim.launch.py",
+                     "frameplan_core/policy/rollout.py"}
+
+
+def test_task_names_are_defined_once():
+    import ast
+
+    from frameplan_core.sim.task_config import TASK_NAMES
+
+    found = set()
+    for folder in ("frameplan_core", "frameplan_ros", "training", "tests", "launch"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, (ast.Tuple, ast.List)) and len(node.elts) >= len(TASK_NAMES) and all(
+                        isinstance(e, ast.Constant) for e in node.elts[:3]) and \
+                        tuple(e.value for e in node.elts[:3]) == TASK_NAMES:
+                    found.add(path.relative_to(ROOT).as_posix())
+    assert found - {"frameplan_core/sim/task_config.py"} == TASK_TUPLE_COPIES

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from frameplan_core.errors import DataError
+from frameplan_core.sim.task_config import TASK_NAMES
 
 
 def _frame(t: int, commands: bool = True) -> dict:
@@ -135,7 +136,7 @@ def _episode_path(out: Path, task: str) -> Path:
 
 
 @pytest.mark.sim
-@pytest.mark.parametrize("task", ["block_hammer_beat", "block_handover", "blocks_stack_easy"])
+@pytest.mark.parametrize("task", TASK_NAMES)
 def test_recorded_commands_replay_to_success(collected, task):
     """Open loop, nothing rendered: the rebuilt scene starts where the recording did, the goal is reached (hammer:
     hit detected without the expert), objects end within millimetres of the recorded final poses."""

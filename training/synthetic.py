@@ -13,8 +13,8 @@ from frameplan_core import grid
 from frameplan_core.data.grid_samples import GridDataset  # noqa: F401  (format partner of the writer below)
 from frameplan_core.data.instructions import pick, templates
 from frameplan_core.data.ip2p import FolderDatasetWriter
+from frameplan_core.sim.task_config import TASK_NAMES as TASKS
 
-TASKS = ("block_hammer_beat", "block_handover", "blocks_stack_easy")
 COLORS = {"block_hammer_beat": (220, 40, 40), "block_handover": (40, 200, 60), "blocks_stack_easy": (40, 60, 220)}
 
 

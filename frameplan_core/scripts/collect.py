@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-TASKS = ("block_hammer_beat", "block_handover", "blocks_stack_easy")
+from frameplan_core.sim.task_config import TASK_NAMES as TASKS
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -11,7 +11,7 @@ import time
 import traceback
 from pathlib import Path
 
-TASKS = ("block_hammer_beat", "block_handover", "blocks_stack_easy")
+from frameplan_core.sim.task_config import TASK_NAMES as TASKS
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -28,7 +28,7 @@ from frameplan_core.errors import ConfigError, InputError, SimError
 from frameplan_core.sim.base_task import COMMAND_DIM, Command  # (neither imports SAPIEN)
 from frameplan_core.sim.robots import ARM_DOF, endpose_of, joint_state_of
 from frameplan_core.sim.scene import TIMESTEP
-from frameplan_core.sim.task_config import TaskConfig
+from frameplan_core.sim.task_config import TASK_NAMES, TaskConfig
 
 DEFAULT_MAX_TICKS = 6000  # 24 s simulated: about twice the longest expert episode (handover, ~3,400 ticks)
 _JOINTS = np.r_[0:ARM_DOF, ARM_DOF + 1:2 * ARM_DOF + 1]  # the 14 joint entries of a 16-d command
@@ -144,7 +144,7 @@ class SimEnv:
 
         name = task or (self.task.name if self.task is not None else None)
         if name is None:
-            raise ConfigError("SimEnv.reset: name a task (block_hammer_beat, block_handover, blocks_stack_easy)")
+            raise ConfigError(f"SimEnv.reset: name a task ({', '.join(TASK_NAMES)})")
         config = self.config
         if isinstance(config, TaskConfig) and config.task_name != name:
             raise ConfigError(f"SimEnv.reset: the env's TaskConfig is for {config.task_name!r}, not {name!r}; "
