@@ -1,6 +1,7 @@
 """What every simulated task shares: scene + two arms + cameras, the one stepping function (``tick``: a 16-number
 joint command, then one physics step), the scripted expert as a command source, motion primitives (screw moves,
-gripper, parallel motions) and the recording of RoboTwin frames.
+gripper, parallel motions, and ``pick``: the reach/grasp/lift every expert starts with) and the recording of
+RoboTwin frames.
 
 An expert is a generator: each ``yield`` means "the command for this physics tick is set" in the expert's own
 command buffer; ``expert_commands`` turns that into one ``Command`` per tick, and ``stream`` (the collector, the ROS
@@ -23,6 +24,7 @@ from frameplan_core.sim.scene import TABLE_HEIGHT, TIMESTEP, build_stage, pose
 from frameplan_core.sim.task_config import TaskConfig, load_task_config
 
 SETTLE_TICKS = 50  # physics ticks before the first frame, so objects rest on the table
+GRASP_CLEARANCE = 0.002  # m: how far above its grasp point the TCP stops before the gripper closes
 SIDES = ("left", "right")
 COMMAND_DIM = 16  # per arm: 7 joint targets (rad) + gripper command in [0, 1]; left arm first
 _ARM = {"left": slice(0, ARM_DOF), "right": slice(ARM_DOF + 1, 2 * ARM_DOF + 1)}
@@ -312,6 +314,22 @@ class SimTask:
         from frameplan_core.sim.scene import quat_from_matrix
 
         return T[:3, 3].copy(), quat_from_matrix(T[:3, :3])
+
+    def pick(self, side: str, point: Sequence[float], q: Sequence[float], what: str, reach: str, grasp: str,
+             lift: str | None = None, approach: float = 0.10, lift_by: float = 0.10) -> Iterator[None]:
+        """The start every scripted task shares: reach ``approach`` m above ``point`` (world) with the TCP orientation
+        ``q``, descend to GRASP_CLEARANCE above it, close the gripper and, when ``lift`` is given, lift by ``lift_by``.
+        ``reach``, ``grasp`` and ``lift`` are the instructions of the three segments; ``what`` names the object in
+        planning errors."""
+        point = np.asarray(point)
+        self.say(reach)
+        yield from self.move(side, point + [0, 0, approach], q, f"pre-grasp above {what}")
+        yield from self.move(side, point + [0, 0, GRASP_CLEARANCE], q, f"grasp {what}")
+        self.say(grasp)
+        yield from self.gripper(side, 0.0)
+        if lift is not None:
+            self.say(lift)
+            yield from self.move_by(side, [0, 0, lift_by], f"lift {what}")
 
     def gripper(self, side: str, opening: float, ticks: int = 75) -> Iterator[None]:
         """Open (1) or close (0) one gripper over ``ticks`` physics ticks, then hold."""

@@ -79,13 +79,8 @@ class BlockHammerBeat(SimTask):
         grasp = self._world(hammer, self.grasp_local)
         axis_yaw = np.arctan2(T[1, 0], T[0, 0])
         q = self.arms[side].grasp_quat(axis_yaw + np.pi / 2)  # fingers close across the handle
-        self.say("reach for the hammer's handle")
-        yield from self.move(side, grasp + [0, 0, 0.10], q, "pre-grasp above the handle")
-        yield from self.move(side, grasp + [0, 0, 0.002], q, "grasp the handle")
-        self.say("grasp the hammer")
-        yield from self.gripper(side, 0.0)
-        self.say("lift the hammer")
-        yield from self.move_by(side, [0, 0, 0.12], "lift the hammer")
+        yield from self.pick(side, grasp, q, "the hammer's handle", "reach for the hammer's handle", "grasp the hammer",
+                             "lift the hammer", lift_by=0.12)
         # Where the head is relative to the commanded TCP now that it is held (measured, not assumed).
         tcp_p, tcp_q = self.commanded_tcp(side)
         head = self._world(hammer, self.head_local)

@@ -47,13 +47,8 @@ class BlocksStackEasy(SimTask):
         side, black, red = self.side, self.objects["black"], self.objects["red"]
         q = self._cube_grasp_quat(side, self._yaw(black))
         p = np.asarray(black.pose.p)
-        self.say("reach for the black block")
-        yield from self.move(side, p + [0, 0, 0.10], q, "pre-grasp above the black block")
-        yield from self.move(side, p + [0, 0, 0.002], q, "grasp the black block")
-        self.say("grasp the black block")
-        yield from self.gripper(side, 0.0)
-        self.say("lift the black block")
-        yield from self.move_by(side, [0, 0, 0.10], "lift")
+        yield from self.pick(side, p, q, "the black block", "reach for the black block", "grasp the black block",
+                             "lift the black block")
         tcp_p, tcp_q = self.commanded_tcp(side)
         above = np.array([red.pose.p[0], red.pose.p[1], red.pose.p[2] + 2 * HALF + 0.06])
         self.say("move the black block above the red block")
