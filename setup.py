@@ -19,6 +19,9 @@ EXTRAS = {
         "ros-nav-msgs",
         "ros-visualization-msgs",
         "ros-diagnostic-msgs",
+        "ros-trajectory-msgs",  # sim bridge commands / policy output (JointTrajectory)
+        "ros-lifecycle-msgs",  # the managed foresight node (rclpy.lifecycle)
+        "ros-rosgraph-msgs",  # /clock of the sim bridge's simulated time
         "ros-builtin-interfaces",
         "ros-rmw-fastrtps-cpp",
         "mcap-ros2-support",

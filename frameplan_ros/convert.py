@@ -216,3 +216,129 @@ def K_to_camera_info(K: np.ndarray, width: int, height: int, header: Any = None,
     P[:, :3] = K
     msg.p = [float(x) for x in P.ravel()]
     return msg
+
+
+# ---------------------------------------------------------------------------------------------- robot messages
+def seconds_to_time(seconds: float) -> Any:
+    """builtin_interfaces/Time of ``seconds`` (>= 0), e.g. a simulated time."""
+    from builtin_interfaces.msg import Time
+
+    ns = max(0, round(float(seconds) * 1e9))
+    return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+
+
+def seconds_to_duration(seconds: float) -> Any:
+    from builtin_interfaces.msg import Duration
+
+    ns = max(0, round(float(seconds) * 1e9))
+    return Duration(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+
+
+def stamp_key(stamp: Any) -> tuple[int, int]:
+    return int(stamp.sec), int(stamp.nanosec)
+
+
+def joint_state_msg(positions: np.ndarray, names: Any, stamp: Any, frame_id: str = "") -> Any:
+    """sensor_msgs/JointState with one position per name (velocity and effort left empty: not measured)."""
+    from sensor_msgs.msg import JointState
+
+    msg = JointState()
+    msg.header.stamp = stamp
+    msg.header.frame_id = frame_id
+    msg.name = list(names)
+    msg.position = [float(v) for v in np.asarray(positions, dtype=np.float64)]
+    return msg
+
+
+def joint_state_vector(msg: Any, names: Any, where: str = "joint_states") -> np.ndarray:
+    """The positions of ``names`` (in that order) from a JointState that may hold other joints too."""
+    got = list(msg.name)
+    pos = np.asarray(msg.position, dtype=np.float64)
+    if len(pos) != len(got):
+        raise InputError(f"{where}: {len(got)} names but {len(pos)} positions")
+    index = {n: i for i, n in enumerate(got)}
+    missing = [n for n in names if n not in index]
+    if missing:
+        raise InputError(f"{where}: missing joint(s) {missing[:4]}{' ...' if len(missing) > 4 else ''} "
+                         f"(have {len(got)} joints: {[str(n)[:40] for n in got[:4]]}{' ...' if len(got) > 4 else ''})")
+    out = pos[[index[n] for n in names]]
+    if not np.isfinite(out).all():
+        raise InputError(f"{where}: positions of {[n for n, v in zip(names, out) if not np.isfinite(v)][:4]} are "
+                         "not finite")
+    return out
+
+
+def joint_trajectory_msg(commands: np.ndarray, names: Any, step_s: float, stamp: Any, frame_id: str = "") -> Any:
+    """trajectory_msgs/JointTrajectory: point k = ``commands[k]`` at ``(k + 1) * step_s`` after ``stamp`` (the
+    camera frame the commands were computed from)."""
+    from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+
+    msg = JointTrajectory()
+    msg.header.stamp = stamp
+    msg.header.frame_id = frame_id
+    msg.joint_names = list(names)
+    for k, row in enumerate(np.asarray(commands, dtype=np.float64)):
+        msg.points.append(JointTrajectoryPoint(positions=[float(v) for v in row],
+                                               time_from_start=seconds_to_duration((k + 1) * step_s)))
+    return msg
+
+
+def joint_trajectory_points(msg: Any) -> tuple[list[str], list[tuple[Any, float]]]:
+    """(joint names, [(positions, time_from_start in s), ...]) of a JointTrajectory, for
+    ``joint_command.check_trajectory``."""
+    return list(msg.joint_names), [(p.positions, p.time_from_start.sec + p.time_from_start.nanosec * 1e-9)
+                                   for p in msg.points]
+
+
+def compressed_image_msg(rgb: np.ndarray, fmt: str = "jpeg", quality: int = 90, header: Any = None, *,
+                         stamp: Any = None, frame_id: str | None = None) -> Any:
+    """sensor_msgs/CompressedImage as image_transport's compressed plugin publishes an rgb8 frame
+    (``compressed.encode``)."""
+    from sensor_msgs.msg import CompressedImage
+
+    from frameplan_ros import compressed
+
+    msg = CompressedImage()
+    _set_header(msg, header, stamp, frame_id)
+    msg.format, data = compressed.encode(rgb, fmt, quality)
+    buf = array.array("B")
+    buf.frombytes(data)
+    msg.data = buf
+    return msg
+
+
+def to_rgb(msg: Any, where: str = "image") -> np.ndarray:
+    """Any camera message we accept (sensor_msgs/Image, or CompressedImage) as (H, W, 3) uint8 RGB."""
+    if hasattr(msg, "format") and not hasattr(msg, "encoding"):
+        from frameplan_ros import compressed
+
+        return compressed.to_rgb(msg, where)
+    return image_to_rgb(msg, where)
+
+
+def tcp_path_markers(paths: np.ndarray, frame_id: str, stamp: Any, ns: str = "frameplan_command") -> Any:
+    """visualization_msgs/MarkerArray: per arm a LINE_STRIP through ``paths[:, arm]`` ((P, 2, 3) world positions,
+    m; left green, right orange) and a sphere at its end, for rviz."""
+    from geometry_msgs.msg import Point
+    from std_msgs.msg import ColorRGBA
+    from visualization_msgs.msg import Marker, MarkerArray
+
+    colours = (ColorRGBA(r=0.1, g=0.8, b=0.2, a=1.0), ColorRGBA(r=1.0, g=0.55, b=0.0, a=1.0))
+    out = MarkerArray()
+    for arm in range(2):
+        line = Marker()
+        line.header.stamp, line.header.frame_id = stamp, frame_id
+        line.ns, line.id, line.type, line.action = ns, 2 * arm, Marker.LINE_STRIP, Marker.ADD
+        line.pose.orientation.w = 1.0
+        line.scale.x = 0.006
+        line.color = colours[arm]
+        line.points = [Point(x=float(p[0]), y=float(p[1]), z=float(p[2])) for p in paths[:, arm]]
+        end = Marker()
+        end.header = line.header
+        end.ns, end.id, end.type, end.action = ns, 2 * arm + 1, Marker.SPHERE, Marker.ADD
+        end.pose.orientation.w = 1.0
+        end.pose.position = line.points[-1]
+        end.scale.x = end.scale.y = end.scale.z = 0.02
+        end.color = colours[arm]
+        out.markers += [line, end]
+    return out

@@ -5,6 +5,10 @@ Topics follow realsense2_camera (``<camera_namespace>/color/image_raw`` rgb8, ``
 the same stamp and the colour optical frame id. The task's instruction goes to ``/frameplan/instruction`` right
 after the first frame of each motion segment. Frames are produced and published by one thread paced at
 ``rate`` (rendering can be slower than the rate: then it publishes as fast as it renders).
+
+The live simulator (``source: sim``, frameplan_ros/sim_robot.py) is a simulated robot: ``/joint_states`` and the
+task's success go out with every frame, and with ``control: command`` the arms follow
+trajectory_msgs/JointTrajectory commands (frameplan_ros/joint_command.py) instead of the scripted expert.
 """
 from __future__ import annotations
 
@@ -26,14 +30,18 @@ from rclpy.qos import (
     ReliabilityPolicy,
     qos_profile_sensor_data,
 )
-from sensor_msgs.msg import CameraInfo, Image
-from std_msgs.msg import String
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, JointState
+from std_msgs.msg import Bool, String
+from trajectory_msgs.msg import JointTrajectory
 
 from frameplan_core.errors import ConfigError, DataError, FrameplanError
 from frameplan_ros import convert
 from frameplan_ros import params as paramlib
 from frameplan_ros.diagnostics import ERROR, OK, WARN, Health, set_period, status_message, window_for
+from frameplan_ros.joint_command import CommandRefused, check_trajectory
 from frameplan_ros.params import param
+from frameplan_ros.robot_model import JOINT_NAMES
+from frameplan_ros.sim_robot import CameraFrame, SimRobot
 
 # RoboTwin 1.0 saves every 15th step of a 1/250 s simulation (task config save_freq): 16.7 frames per second.
 ROBOTWIN_RECORDED_RATE = 250.0 / 15.0
@@ -67,16 +75,27 @@ class SimBridgeParams:
     wait_for_subscribers: int = param(0, "before the first frame, wait until every camera topic has this many "
                                       "subscribers (tests, recording)", range=(0, 100), read_only=True)
     diagnostics_period: float = param(1.0, "seconds between /diagnostics messages", range=(0.05, 60.0))
-
-
-@dataclass
-class CameraFrame:
-    rgb: np.ndarray  # (H, W, 3) uint8
-    depth_mm: np.ndarray | None  # (H, W) float millimetres
-    K: np.ndarray  # 3x3
-    instruction: str | None  # set at the start of a motion segment
-    episode: int
-    index: int
+    control: str = param("expert", "sim: who drives the arms; expert: the task's scripted expert; command: "
+                         "trajectory_msgs/JointTrajectory on command_topic (a simulated robot)",
+                         choices=("expert", "command"), read_only=True)
+    command_topic: str = param("/frameplan/joint_trajectory", "control: command: JointTrajectory input (joint names "
+                               "left_panda_joint1..7, left_gripper, right_...; docs/ROS.md)", read_only=True)
+    command_timeout: float = param(1.0, "control: command: when no command arrived for this many seconds while a "
+                                   "trajectory is followed, the arms stop where they are; 0 = never",
+                                   range=(0.0, 3600.0))
+    max_ticks: int = param(6000, "control: command: an episode ends at success or after this many physics ticks "
+                           "(1/250 s each; 6000 = 24 s simulated)", range=(1, 10_000_000), read_only=True)
+    joint_states_topic: str = param("/joint_states", "sim: sensor_msgs/JointState of both arms with every frame",
+                                    read_only=True)
+    success_topic: str = param("/frameplan/task_success", "sim: std_msgs/Bool, the task's success check, with "
+                               "every frame", read_only=True)
+    clock: str = param("wall", "sim: stamps from the wall clock, or sim: simulated time (also published on /clock, "
+                       "for nodes with use_sim_time)", choices=("wall", "sim"), read_only=True)
+    publish_compressed: bool = param(False, "also publish the colour image as sensor_msgs/CompressedImage on "
+                                     "<color topic>/compressed (image_transport's compressed transport)",
+                                     read_only=True)
+    compressed_format: str = param("jpeg", "compressed image format", choices=("jpeg", "png"))
+    jpeg_quality: int = param(90, "JPEG quality of the compressed image", range=(1, 100))
 
 
 def depth_to_16uc1(depth_mm: np.ndarray) -> np.ndarray:
@@ -85,39 +104,6 @@ def depth_to_16uc1(depth_mm: np.ndarray) -> np.ndarray:
     d = np.asarray(depth_mm, dtype=np.float64)
     out = np.where(np.isfinite(d) & (d > 0), np.rint(d), 0.0)
     return np.clip(out, 0, 65535).astype(np.uint16)
-
-
-def sim_frames(p: SimBridgeParams, stop: threading.Event,
-               on_failure: Any = None) -> Iterator[CameraFrame]:
-    """Live task episodes, one seed after another (the scripted expert runs inside the task's stream). An episode
-    whose motion cannot be planned is reported through ``on_failure(seed, exc)`` and the next seed starts; three
-    failures in a row stop the source."""
-    from frameplan_core.errors import SimError
-    from frameplan_core.sim import make_task
-
-    episode, failures = 0, 0
-    while not stop.is_set():
-        seed = p.seed + episode
-        task = make_task(p.task, seed=seed, camera_type=p.camera_type, cameras=(p.camera,))
-        try:
-            for f in task.stream():
-                if stop.is_set():
-                    return
-                obs = f.observation[p.camera]
-                yield CameraFrame(np.asarray(obs["rgb"]), obs.get("depth"), np.asarray(obs["intrinsic_cv"]),
-                                  f.instruction, episode, f.index)
-            failures = 0
-        except SimError as exc:
-            failures += 1
-            if on_failure is not None:
-                on_failure(seed, exc)
-            if failures >= 3:
-                raise
-        finally:
-            task.close()
-        episode += 1
-        if not p.loop or (p.max_episodes and episode >= p.max_episodes):
-            return
 
 
 def recorded_rate(reader: Any) -> float:
@@ -181,18 +167,39 @@ class SimBridgeNode(Node):
             self.rate = self.p.rate
         qos = qos_profile_sensor_data if self.p.camera_qos == "sensor_data" else QoSProfile(
             depth=10, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
+        reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
         ns = self.p.camera_namespace.rstrip("/")
         self.pub_rgb = self.create_publisher(Image, f"{ns}/color/image_raw", qos)
         self.pub_info = self.create_publisher(CameraInfo, f"{ns}/color/camera_info", qos)
-        self.camera_publishers = [self.pub_rgb, self.pub_info]
+        self.pub_compressed = None
+        if self.p.publish_compressed:
+            self.pub_compressed = self.create_publisher(CompressedImage, f"{ns}/color/image_raw/compressed", qos)
+        # each group counts as subscribed when one of its publishers is (raw or compressed colour)
+        self.camera_publishers = [[p for p in (self.pub_rgb, self.pub_compressed) if p is not None], [self.pub_info]]
         if self.p.publish_depth:
             self.pub_depth = self.create_publisher(Image, f"{ns}/aligned_depth_to_color/image_raw", qos)
             self.pub_depth_info = self.create_publisher(CameraInfo, f"{ns}/aligned_depth_to_color/camera_info", qos)
-            self.camera_publishers += [self.pub_depth, self.pub_depth_info]
-        self.pub_instr = self.create_publisher(
-            String, self.p.instruction_topic,
-            QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST))
+            self.camera_publishers += [[self.pub_depth], [self.pub_depth_info]]
+        self.pub_instr = self.create_publisher(String, self.p.instruction_topic, reliable)
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.robot: SimRobot | None = None
+        if self._reader is None:
+            self.robot = SimRobot(self.p.task, self.p.seed, self.p.control, self.p.camera, self.p.camera_type,
+                                  self.p.publish_depth, self.p.loop, self.p.max_episodes, self.p.max_ticks,
+                                  self.p.command_timeout, on_failure=lambda seed, exc: self.health.error(
+                                      "episode_failed", f"{self.p.task} seed {seed}: {exc}; continuing with the "
+                                      "next seed", WARN))
+            self.pub_joints = self.create_publisher(JointState, self.p.joint_states_topic, reliable)
+            self.pub_success = self.create_publisher(Bool, self.p.success_topic, reliable)
+            if self.p.clock == "sim":
+                from rosgraph_msgs.msg import Clock
+
+                self.pub_clock = self.create_publisher(Clock, "/clock", 10)
+            if self.p.control == "command":
+                from frameplan_ros.robot_model import panda_model
+
+                self._limits = panda_model().limits  # ConfigError (one line) when the robot assets are missing
+                self.create_subscription(JointTrajectory, self.p.command_topic, self._on_command, reliable)
         self.published = 0
         self.episode = 0
         self.finished = threading.Event()
@@ -200,18 +207,36 @@ class SimBridgeNode(Node):
         self._thread.start()
         self._diag_timer = self.create_timer(self.p.diagnostics_period, self._publish_diagnostics)
         self.add_post_set_parameters_callback(self._apply_parameters)
-        what = f"episode {self.p.episode}" if self._reader is not None else f"task {self.p.task} seed {self.p.seed}"
+        what = f"episode {self.p.episode}" if self._reader is not None else (
+            f"task {self.p.task} seed {self.p.seed}, control: {self.p.control}"
+            + (f" (commands on {self.p.command_topic})" if self.p.control == "command" else ""))
         self.get_logger().info(f"{self.p.source}: {what} -> {ns}/color/image_raw at {self.rate:.1f} Hz")
 
     def _frames(self) -> Iterator[CameraFrame]:
         if self._reader is not None:
             return replay_frames(self.p, self._stop, self._reader)
-        return sim_frames(self.p, self._stop, lambda seed, exc: self.health.error(
-            "episode_failed", f"{self.p.task} seed {seed}: {exc}; continuing with the next seed", WARN))
+        return self.robot.frames(self._stop)
+
+    def _on_command(self, msg: Any) -> None:
+        """Check a JointTrajectory (names, points, limits) and hand it to the simulator; refused ones are counted
+        by kind and never executed."""
+        robot = self.robot
+        robot.stats.received += 1
+        try:
+            names, points = convert.joint_trajectory_points(msg)
+            cmd = check_trajectory(names, points, self._limits, self.p.command_topic)
+        except CommandRefused as exc:
+            robot.stats.refused += 1
+            self.health.error(exc.kind, str(exc), WARN)
+            return
+        key = convert.stamp_key(msg.header.stamp)
+        start = robot.sim_time_of(key) if key != (0, 0) else None  # a frame of ours: the time it showed
+        robot.command(cmd, start)
 
     def _wait_for_subscribers(self) -> None:
         while self.p.wait_for_subscribers and not self._stop.is_set():
-            if all(pub.get_subscription_count() >= self.p.wait_for_subscribers for pub in self.camera_publishers):
+            if all(any(pub.get_subscription_count() >= self.p.wait_for_subscribers for pub in group)
+                   for group in self.camera_publishers):
                 time.sleep(0.2)  # let the readers' matching finish on their side too
                 return
             time.sleep(0.05)
@@ -238,13 +263,25 @@ class SimBridgeNode(Node):
     def publish_frame(self, f: CameraFrame) -> None:
         if self._stop.is_set() or not rclpy.ok(context=self.context):
             return
-        stamp = self.get_clock().now().to_msg()
+        sim_clock = self.p.clock == "sim" and f.sim_time is not None
+        stamp = convert.seconds_to_time(f.sim_time) if sim_clock else self.get_clock().now().to_msg()
+        if self.robot is not None and f.sim_time is not None:
+            self.robot.remember_stamp(convert.stamp_key(stamp), f.sim_time)  # commands stamped with it start there
         fid = self.p.frame_id
         h, w = f.rgb.shape[:2]
         info = convert.K_to_camera_info(f.K, w, h, stamp=stamp, frame_id=fid)
-        msgs = [(self.pub_rgb, convert.numpy_to_image(np.ascontiguousarray(f.rgb, np.uint8), "rgb8",
-                                                      stamp=stamp, frame_id=fid)),
-                (self.pub_info, info)]
+        rgb = np.ascontiguousarray(f.rgb, np.uint8)
+        msgs = []
+        if sim_clock:
+            from rosgraph_msgs.msg import Clock
+
+            msgs.append((self.pub_clock, Clock(clock=stamp)))
+        if f.joint_state is not None:  # before the image: a subscriber pairing by stamp has the state first
+            msgs.append((self.pub_joints, convert.joint_state_msg(f.joint_state, JOINT_NAMES, stamp)))
+        msgs += [(self.pub_rgb, convert.numpy_to_image(rgb, "rgb8", stamp=stamp, frame_id=fid)), (self.pub_info, info)]
+        if self.pub_compressed is not None:
+            msgs.append((self.pub_compressed, convert.compressed_image_msg(
+                rgb, self.p.compressed_format, self.p.jpeg_quality, stamp=stamp, frame_id=fid)))
         if self.p.publish_depth:
             if f.depth_mm is None:
                 self.health.error("no_depth", "source frame has no depth; depth topics not published", WARN)
@@ -252,6 +289,8 @@ class SimBridgeNode(Node):
                 msgs.append((self.pub_depth, convert.numpy_to_image(depth_to_16uc1(f.depth_mm), "16UC1",
                                                                     stamp=stamp, frame_id=fid)))
                 msgs.append((self.pub_depth_info, info))
+        if f.success is not None:
+            msgs.append((self.pub_success, Bool(data=bool(f.success))))
         try:
             for pub, msg in msgs:
                 pub.publish(msg)
@@ -276,6 +315,9 @@ class SimBridgeNode(Node):
             self.rate = self.p.replay_rate or recorded_rate(self._reader)
         else:
             self.rate = self.p.rate
+            robot = self.robot
+            robot.loop, robot.max_episodes, robot.command_timeout = (self.p.loop, self.p.max_episodes,
+                                                                     self.p.command_timeout)
 
     def _publish_diagnostics(self) -> None:
         snap = self.health.snapshot()
@@ -287,6 +329,8 @@ class SimBridgeNode(Node):
                   "frames_published": self.published, "publish_rate_hz": snap["output_rate_hz"],
                   "target_rate_hz": self.rate, "errors": snap["errors"], "last_error": snap["last_error"],
                   **{k: v for k, v in snap.items() if k.startswith("error.")}}  # e.g. error.episode_failed
+        if self.robot is not None:
+            values.update(self.robot_values())
         arr = DiagnosticArray()
         arr.header.stamp = self.get_clock().now().to_msg()
         arr.status = [status_message(f"{self.get_name()}: sim bridge", self.p.camera_type, level, message, values)]
@@ -294,6 +338,17 @@ class SimBridgeNode(Node):
             self.pub_diag.publish(arr)
         except Exception as exc:  # noqa: BLE001 - context shutting down between timer and publish
             self.get_logger().debug(f"diagnostics not published: {exc}")
+
+    def robot_values(self) -> dict:
+        """The simulated robot's part of /diagnostics (and of `frameplan sim`'s summary)."""
+        r = self.robot
+        values = {"control": self.p.control, "control_state": r.state, "success": r.success,
+                  "episodes_succeeded": r.episodes_succeeded, "sim_time_s": round(r.sim_time, 3)}
+        if self.p.control == "command":
+            st = r.stats
+            values.update(commands_received=st.received, commands_accepted=st.accepted, commands_refused=st.refused,
+                          command_points_late=st.late_points, command_stream_stops=st.stream_stops)
+        return values
 
     def destroy_node(self) -> None:
         self._stop.set()
