@@ -19,6 +19,7 @@ import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from nav_msgs.msg import Path as PathMsg
+from rclpy.lifecycle import LifecycleNode
 from rclpy.node import Node
 from rclpy.qos import (
     HistoryPolicy,
@@ -26,14 +27,14 @@ from rclpy.qos import (
     ReliabilityPolicy,
     qos_profile_sensor_data,
 )
-from sensor_msgs.msg import CameraInfo, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Float32, Float32MultiArray, String
 from visualization_msgs.msg import Marker, MarkerArray
 
 from frameplan_core.errors import ConfigError, FrameplanError, InputError, ModelError, one_line
-from frameplan_ros import convert
+from frameplan_ros import compressed, convert
 from frameplan_ros import params as paramlib
-from frameplan_ros.diagnostics import ERROR, WARN, Health, set_period, status_message, window_for
+from frameplan_ros.diagnostics import ERROR, OK, WARN, Health, set_period, status_message, window_for
 from frameplan_ros.foresight_params import (
     MAX_CHAIN,
     MODEL_PARAMS,
@@ -42,6 +43,7 @@ from frameplan_ros.foresight_params import (
     model_outside_roots,
     resolve_model_roots,
 )
+from frameplan_ros.lifecycle import ManagedNode
 from frameplan_ros.worker import Worker
 
 
@@ -70,8 +72,13 @@ def stamp_plus(stamp: Any, seconds: float) -> Any:
     return Time(sec=total // 1_000_000_000, nanosec=total % 1_000_000_000)
 
 
-def load_model(mode: str, model: str, device: str) -> Any:
-    """The predictor or planner from a folder or preset ('' = embedded default)."""
+def load_model(mode: str, model: str, device: str, policy: str = "", policy_goal: str = "predictor") -> Any:
+    """The predictor or planner from a folder or preset ('' = embedded default); in policy mode the policy and its
+    goal model (policy_runner.PolicyModels)."""
+    if mode == "policy":
+        from frameplan_ros.policy_runner import load_policy_models
+
+        return load_policy_models(policy_goal, model, policy, device)
     name = model or "tiny"
     if mode == "predictor":
         from frameplan_core.predictor import FramePredictor
@@ -90,7 +97,7 @@ def _describe(model: Any) -> str:
     return d if isinstance(d, str) else str(d)
 
 
-class ForesightNode(Node):
+class ForesightNode(ManagedNode, LifecycleNode):
     def __init__(self, node_name: str = "foresight_node", **kwargs: Any) -> None:
         self.worker: Worker | None = None
         self._closing = False
@@ -101,6 +108,7 @@ class ForesightNode(Node):
         if reason:
             raise ConfigError(f"node {node_name}: {reason}")
         self._start_model = self.p.model  # the operator's launch choice: trusted as given, and allowed again later
+        self._start_policy = self.p.policy
         self.health = Health(window_s=window_for(self.p.diagnostics_period), log=self.get_logger().error,
                              warn_log=self.get_logger().warning)
         self._lock = threading.Lock()
@@ -144,7 +152,15 @@ class ForesightNode(Node):
         self.uncertainty_state = "no output yet"
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", ctl_qos)
 
-        self.create_subscription(Image, self.p.image_topic, self._on_image, cam_qos)
+        if self.p.image_transport == "compressed":  # image_transport's compressed topic of the same camera
+            self.image_where = f"{self.p.image_topic.rstrip('/')}/compressed"
+            self.create_subscription(CompressedImage, self.image_where, self._on_compressed, cam_qos)
+        else:
+            self.image_where = self.p.image_topic
+            self.create_subscription(Image, self.p.image_topic, self._on_image, cam_qos)
+        self.policy_stage = None
+        if self.p.mode == "policy":
+            self._policy_stage()
         self.create_subscription(String, self.p.instruction_topic, self._on_instruction, ctl_qos)
         self.create_subscription(PathMsg, self.p.trajectory_topic, self._on_trajectory, ctl_qos)
         if self.p.use_depth:
@@ -158,7 +174,16 @@ class ForesightNode(Node):
         self._diag_timer = self.create_timer(self.p.diagnostics_period, self._publish_diagnostics)
         self.get_logger().info(
             f"mode={self.p.mode} trigger={self.p.trigger} device={self.p.device} model={self.p.model or '(embedded)'}"
-            f"; listening on {self.p.image_topic} and {self.p.instruction_topic}; outputs under {pre}/")
+            f"; listening on {self.image_where} and {self.p.instruction_topic}; outputs under {pre}/")
+        self.lifecycle_start()
+
+    def _policy_stage(self) -> Any:
+        """Policy mode's inputs and outputs (joint states, JointTrajectory), made on first use."""
+        if self.policy_stage is None:
+            from frameplan_ros.policy_stage import PolicyStage
+
+            self.policy_stage = PolicyStage(self)
+        return self.policy_stage
 
     # ------------------------------------------------------------------ callbacks (never block)
     def _on_image(self, msg: Image) -> None:
@@ -171,18 +196,38 @@ class ForesightNode(Node):
         except InputError as exc:
             self.health.error(_input_kind(str(exc)), str(exc), WARN)
             return
+        self._on_frame(msg)
+
+    def _on_compressed(self, msg: CompressedImage) -> None:
+        """image_transport: compressed: format, signature and size checked here; decoded by the worker."""
+        self.health.input()
+        try:
+            compressed.check(msg, self.image_where)
+        except InputError as exc:
+            self.health.error("bad_compressed", str(exc), WARN)
+            return
+        self._on_frame(msg)
+
+    def _on_frame(self, msg: Any) -> None:
         now = time.monotonic()
         with self._lock:
             self._latest_image, self._latest_received = msg, now
             instruction = self._instruction
             pending, self._pending_instruction = self._pending_instruction, None
-        if self.p.trigger == "continuous":
-            if instruction is None and self.p.mode == "predictor":
+        if self.p.trigger == "continuous" or self.p.mode == "policy":  # the policy runs on every frame
+            if instruction is None and self._needs_instruction():
                 self.health.count("waiting_for_instruction")
                 return
             self._submit(msg, now, instruction, now)
         elif pending is not None:
             self._submit(msg, now, pending, now)
+
+    def _needs_instruction(self) -> bool:
+        """Frames wait for an instruction: the predictor's, and policy mode's with predictor goals (a goal: false
+        policy takes none)."""
+        if self.p.mode == "policy":
+            return self.p.policy_goal == "predictor" and getattr(self.model, "goal_model", True) is not None
+        return self.p.mode == "predictor"
 
     def _on_instruction(self, msg: String) -> None:
         """Accept an instruction only if the model would (the core's rules); a refused one keeps the last good."""
@@ -243,7 +288,10 @@ class ForesightNode(Node):
         with self._lock:
             self._trajectory = msg
 
-    def _submit(self, image: Image, received: float, instruction: str | None, triggered: float) -> None:
+    def _submit(self, image: Any, received: float, instruction: str | None, triggered: float) -> None:
+        if not self.active:  # lifecycle: not active (unconfigured, inactive): nothing is processed
+            self.health.count("inactive_dropped")
+            return
         with self._lock:
             job = Job(image, received, instruction, triggered, self._match_depth(image), self._K,
                       self._trajectory if self.p.mode == "planner" else None)
@@ -266,6 +314,10 @@ class ForesightNode(Node):
             reason = paramlib.validate(ForesightParams, prm.name, prm.value)
             if reason is None and prm.name == "model" and prm.value:
                 reason = self._model_refusal(str(prm.value))
+            if reason is None and prm.name == "policy":
+                from frameplan_ros.policy_runner import policy_refusal
+
+                reason = policy_refusal(str(prm.value), self._model_roots, self._start_policy)
             if reason is None and prm.name == "default_instruction":
                 reason = instruction_refusal(str(prm.value), "default_instruction")
             if reason is None and prm.name == "steps" and not names & set(MODEL_PARAMS):
@@ -307,52 +359,82 @@ class ForesightNode(Node):
                     self._instruction = self.p.default_instruction.strip() or None
         if "diagnostics_period" in names:
             set_period(self._diag_timer, self.health, self.p.diagnostics_period)
+        if self.p.mode == "policy":
+            self._policy_stage()
         if any(prm.name in MODEL_PARAMS for prm in changed):
             self.get_logger().info(f"model parameters changed: reloading {self.p.mode} model "
                                    f"{one_line(self.p.model or '(embedded)')} on {self.p.device} (the current one "
                                    "serves until then)")
             self._reload.set()
-        elif "steps" in names and self._loaded_key != (self.p.mode, self.p.model, self.p.device):
+        elif "steps" in names and self._loaded_key != self._model_key():
             self._reload.set()  # a load refused for the old steps may succeed now
+
+    def _model_key(self) -> tuple:
+        """What decides the loaded model(s): a change reloads them."""
+        p = self.p
+        return (p.mode, p.model, p.device) + ((p.policy, p.policy_goal) if p.mode == "policy" else ())
 
     # ------------------------------------------------------------------ worker side
     def _maintain(self) -> None:
-        """Runs in the worker thread between jobs: (re)load the model when asked."""
-        if not self._reload.is_set():
+        """Runs in the worker thread between jobs: (re)load the model when asked (and while configured)."""
+        if not self._reload.is_set() or not self.allow_load:
             return
         self._reload.clear()
-        key = (self.p.mode, self.p.model, self.p.device)
+        self.load_model_now()
+
+    def load_model_now(self) -> bool:
+        """Load the model(s) of the current parameters unless they are loaded; False (reported) when they cannot
+        be. Runs in the worker thread, or in lifecycle's configure while the worker has nothing to do."""
+        key = self._model_key()
         if key == self._loaded_key and self.model is not None:
-            return
+            return True
         t0 = time.monotonic()
+        what = f"{key[0]} model {one_line(key[1] or '(embedded)')}" + (
+            f" with policy {one_line(key[3] or '(embedded)')}" if key[0] == "policy" else "")
         try:
             model = load_model(*key)
         except (FrameplanError, ImportError, OSError, RuntimeError, ValueError) as exc:
             kept = f"; keeping {self.model_info}" if self.model is not None else ""
-            self.health.error("model_load", f"cannot load {key[0]} model {key[1] or '(embedded)'} on {key[2]}: "
-                              f"{exc}{kept}", ERROR)
-            return
+            self.health.error("model_load", f"cannot load {what} on {key[2]}: {exc}{kept}", ERROR)
+            return False
         refusal = steps_refusal(model, key[0], self.p.steps)
         if refusal:
             kept = f"; keeping {self.model_info}" if self.model is not None else ""
-            self.health.error("model_load", f"{key[0]} model {one_line(key[1] or '(embedded)')} cannot run "
-                              f"steps={self.p.steps}: {refusal} (set steps, 0 = the model's default){kept}", ERROR)
-            return
+            self.health.error("model_load", f"{what} cannot run steps={self.p.steps}: {refusal} (set steps, 0 = the "
+                              f"model's default){kept}", ERROR)
+            return False
         if self.p.warmup:
             try:
                 blank = np.zeros((64, 64, 3), np.uint8)
-                if key[0] == "predictor":
+                if key[0] == "policy":
+                    model.warmup()
+                elif key[0] == "predictor":
                     model.predict(blank, "warm up", steps=1, seed=0)
                 else:
                     model.plan(blank, "warm up", steps=1, seed=0)
             except Exception as exc:  # noqa: BLE001 - a failed warm-up is reported; the model may still work
                 self.health.error("model_warmup", f"warm-up inference failed: {type(exc).__name__}: {exc}", WARN)
         with self._lock:
-            self.model, self._loaded_key = model, key
-            self.model_mode = key[0]
             self.model_info = f"{key[0]}: {_describe(model)}"
+            self.model_mode = key[0]
+            self.model, self._loaded_key = model, key
         self.health.clear("model_load")
         self.get_logger().info(f"loaded {self.model_info} in {time.monotonic() - t0:.1f} s")
+        return True
+
+    def drop_model(self) -> set[str]:
+        """Forget the loaded model(s) (lifecycle cleanup); returns the devices they were on."""
+        with self._lock:
+            model, self.model, self._loaded_key = self.model, None, None
+            self.model_info = "not loaded"
+        if self.policy_stage is not None:
+            self.policy_stage.forget()
+        devices = {str(self.p.device)}
+        for m in (model, getattr(model, "policy", None), getattr(model, "goal_model", None)):
+            dev = getattr(m, "device", None)
+            if dev is not None:
+                devices.add(str(dev))
+        return devices
 
     def _run_job(self, job: Job) -> None:
         self._maintain()
@@ -365,8 +447,13 @@ class ForesightNode(Node):
         if model is None:
             self.health.error("no_model", "frame skipped: no model loaded (see the model_load error)", ERROR)
             return
-        where = self.p.image_topic
-        rgb = convert.image_to_rgb(job.image, where)
+        if mode == "policy":  # frameplan_ros/policy_stage.py: a JointTrajectory when one is due
+            infer_ms = self._policy_stage().run(job, model)
+            if infer_ms is not None:
+                done = time.monotonic()
+                self.health.output((done - job.received) * 1e3, infer_ms, (done - job.received) * 1e3)
+            return
+        rgb = convert.to_rgb(job.image, self.image_where)
         seed = self.p.seed if self.p.seed >= 0 else int.from_bytes(os.urandom(4), "little") >> 1
         steps, samples = self.p.steps or None, self.p.samples or None
         t0 = time.monotonic()
@@ -459,7 +546,7 @@ class ForesightNode(Node):
         self._publish(self.pub_markers, trajectory_markers(path))
 
     def _publish(self, pub: Any, msg: Any) -> None:
-        if self._closing:
+        if self._closing or (not self.active and pub is not self.pub_diag):  # lifecycle: outputs only when active
             return
         try:
             pub.publish(msg)
@@ -491,7 +578,9 @@ class ForesightNode(Node):
         snap = self.health.snapshot()
         recent = snap.pop("recent_errors")
         level, message = self.health.level(recent)
-        if self.model is None and level < ERROR:
+        if self.model is None and level < ERROR and self.p.lifecycle and self.lifecycle_state == "unconfigured":
+            level, message = OK, "unconfigured (lifecycle: configure loads the model)"
+        elif self.model is None and level < ERROR:
             load_error = self.health.errors.get("model_load")
             # no model at all is an ERROR for as long as it lasts, with the load error as the reason (not "ok")
             level, message = (WARN, "loading model") if load_error is None else (
@@ -502,7 +591,10 @@ class ForesightNode(Node):
                   "frames_dropped": self.worker.dropped, "worker_busy": self.worker.busy, **snap,
                   "uncertainty": self.uncertainty_state,
                   "confidence_last": conf[-1] if conf else float("nan"),
-                  "confidence_p50": float(np.median(conf)) if conf else float("nan")}
+                  "confidence_p50": float(np.median(conf)) if conf else float("nan"),
+                  **self.lifecycle_values(), "image_transport": self.p.image_transport}
+        if self.policy_stage is not None:
+            values.update(self.policy_stage.values())
         return level, message, values
 
     def _publish_diagnostics(self) -> None:
@@ -529,6 +621,10 @@ def _input_kind(message: str) -> str:
     m = message.lower()
     if "no instruction yet" in m:
         return "no_instruction"
+    if m.startswith("joint_state") or "joint state" in m:
+        return "joint_state"
+    if "/compressed" in m or "compressed image" in m:
+        return "bad_compressed"
     if m.startswith("instruction"):  # the core's validate_instruction (where="instruction[i]")
         return "instruction_invalid"
     if "encoding" in m:
@@ -567,6 +663,8 @@ def steps_refusal(model: Any, mode: str | None, steps: int) -> str | None:
     make on every frame (the predictor's schedule must stay inside its training range; the planner takes any
     count), made once, when the value is set or the model loaded. The other parameters' ranges do not depend on
     the model (``samples`` <= 64 is both models' limit), so their declared ranges say it all."""
+    if mode == "policy":  # the goal model's schedule (a goal: false policy has none)
+        model, mode = getattr(model, "goal_model", None), getattr(model, "goal_source", None)
     if model is None or mode is None:
         return None
     try:
@@ -622,8 +720,12 @@ def spin_node(node: Node) -> int:
 
     executor = SingleThreadedExecutor(context=node.context)
     executor.add_node(node)
+    done = getattr(node, "shutdown_future", None)  # a lifecycle node's shutdown transition ends the spin
     try:
-        executor.spin()
+        if done is not None:
+            executor.spin_until_future_complete(done)
+        else:
+            executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:

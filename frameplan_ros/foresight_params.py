@@ -8,7 +8,7 @@ from pathlib import Path
 
 from frameplan_ros.params import param
 
-MODES = ("predictor", "planner")
+MODES = ("predictor", "planner", "policy")
 TRIGGERS = ("on_instruction", "continuous")
 DEVICES = ("auto", "cpu", "cuda")  # "cuda:N" accepted too
 QOS_CHOICES = ("sensor_data", "reliable")
@@ -16,7 +16,7 @@ OUTPUT_SIZES = ("model", "input")
 MAX_CHAIN = 8  # chained grids per plan: 8 * MAX_CHAIN + 1 frames go out at once on plan/frames
 
 # Parameters that need the model to be reloaded when they change at run time.
-MODEL_PARAMS = ("mode", "model", "device")
+MODEL_PARAMS = ("mode", "model", "device", "policy", "policy_goal")
 # Preset names `model` may give instead of a path (the predictor's and the planner's; a test keeps them equal to
 # the core's lists, which are not imported here: they pull in diffusers, slow and not thread-safe to import from a
 # parameter callback while the worker thread imports it too)
@@ -25,10 +25,12 @@ PRESET_MODELS = ("tiny", "tiny-clip", "sd15", "flux-dev")
 
 @dataclass
 class ForesightParams:
-    mode: str = param("predictor", "predictor: one future frame per trigger; planner: a 9-frame 3x3 grid plan",
+    mode: str = param("predictor", "predictor: one future frame per trigger; planner: a 9-frame 3x3 grid plan; "
+                      "policy: a goal frame and the goal-conditioned policy's joint targets (JointTrajectory)",
                       choices=MODES)
-    model: str = param("", "checkpoint folder or preset name; empty = the embedded default model of the mode. At "
-                       "run time only folders under model_roots (or the model the node started with) are accepted")
+    model: str = param("", "checkpoint folder or preset name (policy mode: of the goal model, policy_goal); empty = "
+                       "the embedded default model of the mode. At run time only folders under model_roots (or the "
+                       "model the node started with) are accepted")
     model_roots: str = param("", "folders (':'-separated) whose checkpoints `model` may name at run time; empty = "
                              "the embedded models and the user model folder ($FRAMEPLAN_MODEL_DIR, else "
                              "~/.cache/frameplan/models)", read_only=True)
@@ -80,6 +82,34 @@ class ForesightParams:
                                          range=(0.0, 1.0))
     diagnostics_period: float = param(1.0, "seconds between /diagnostics messages", range=(0.05, 60.0))
     shutdown_timeout: float = param(10.0, "seconds to wait for a running inference at shutdown", range=(0.0, 600.0))
+    lifecycle: bool = param(False, "true: a managed node that starts unconfigured (configure loads the model, "
+                            "activate starts processing, deactivate stops it, cleanup frees it, shutdown exits); "
+                            "false: configures and activates itself at start", read_only=True)
+    image_transport: str = param("raw", "raw: sensor_msgs/Image on image_topic; compressed: "
+                                 "sensor_msgs/CompressedImage (jpeg or png) on <image_topic>/compressed",
+                                 choices=("raw", "compressed"), read_only=True)
+    policy: str = param("", "policy mode: GoalPolicy folder or preset (tiny, tiny-nogoal); empty = the embedded "
+                        "tiny. At run time checked against model_roots like model")
+    policy_goal: str = param("predictor", "policy mode: what makes the goal frames: the frame predictor, or the "
+                             "grid planner's plan followed subgoal by subgoal", choices=("predictor", "planner"))
+    policy_period: float = param(0.24, "policy mode: a new JointTrajectory every this many seconds of camera time "
+                                 "(policy steps of 60 ms; 0.24 = frameplan rollout --execute 4)", range=(0.001, 60.0))
+    goal_period: float = param(0.6, "policy mode, predictor goals: a new goal frame every this many seconds of "
+                               "camera time (0.6 = frameplan rollout --period 10)", range=(0.001, 3600.0))
+    policy_gripper: str = param("binary", "policy mode: binary sends gripper commands 0/1 (threshold 0.5), "
+                                "continuous the predicted opening", choices=("binary", "continuous"))
+    subgoal_steps: int = param(0, "policy mode, planner goals: policy steps per subgoal; 0 = 1.5 x the mean expert "
+                               "episode / 8 (as frameplan rollout)", range=(0, 100000))
+    joint_states_topic: str = param("/joint_states", "policy mode: sensor_msgs/JointState with left_panda_joint1..7, "
+                                    "left_gripper, right_... (other joints ignored)", read_only=True)
+    joint_state_tolerance: float = param(0.05, "policy mode: max |stamp difference| (s) to pair a joint state with "
+                                         "a camera frame", range=(0.0, 10.0))
+    command_topic: str = param("/frameplan/joint_trajectory", "policy mode: trajectory_msgs/JointTrajectory output "
+                               "(stamped with the camera frame it was computed from)", read_only=True)
+    publish_command_markers: bool = param(True, "policy mode: the commanded tool paths as a MarkerArray on "
+                                          "policy/command_markers (needs the Panda URDF of the simulator assets)")
+    world_frame: str = param("world", "frame_id of the command markers (the simulator's world frame)",
+                             read_only=True)
 
 
 def user_model_dir() -> Path:

@@ -168,8 +168,7 @@ def test_crop_geometry_helpers_agree_with_fit(src, target):
 
 # Copies of the task-name tuple outside frameplan_core.sim.task_config.TASK_NAMES that other owners remove (issue 19:
 # the ROS package and launch files, the policy's rollout defaults); an entry that matches nothing fails.
-TASK_TUPLE_COPIES = {"frameplan_ros/scripts/sim.py", "frameplan_ros/policy_runner.py", "launch/sim.launch.py",
-                     "frameplan_core/policy/rollout.py"}
+TASK_TUPLE_COPIES = {"frameplan_core/policy/rollout.py"}
 
 
 def test_task_names_are_defined_once():

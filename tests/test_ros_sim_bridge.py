@@ -1,18 +1,21 @@
 """The sim bridge in its own process over real DDS: live SAPIEN frames as a D435 (consistent camera_info, 16UC1
 depth in mm, instruction at segment start) and bit-exact replay of recorded RoboTwin 1.0 and 2.0 episodes."""
 
+import time
+
 import numpy as np
 import pytest
 
 pytest.importorskip("rclpy", reason="ROS 2 Python (rclpy) not installed: pip install -e .[ros]")
 pytestmark = pytest.mark.ros
 
+from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import String
 
 from frameplan_ros import convert
 from frameplan_ros.sim_bridge_node import depth_to_16uc1, recorded_rate
-from frameplan_ros.testing import NodeProcess, Probe, config_path
+from frameplan_ros.testing import NodeProcess, Probe, config_path, diagnostic_values
 
 NS = "/camera/camera"
 TOPICS = {"rgb": f"{NS}/color/image_raw", "info": f"{NS}/color/camera_info",
@@ -155,6 +158,93 @@ def test_live_sim_publishes_a_d435_with_consistent_info_and_depth_units(tmp_path
         assert probe.wait_for(lambda: probe.messages("/frameplan/instruction"), 10)
         assert probe.messages("/frameplan/instruction")[0].data.strip()
         assert node.interrupt(timeout=30) == 0
+    finally:
+        probe.close()
+        node.kill()
+
+
+def _bridge_diag(probe):
+    for arr in reversed(probe.messages("/diagnostics")):
+        vals = diagnostic_values(arr, "sim bridge")
+        if vals:
+            return vals[0][2]
+    return {}
+
+
+@pytest.mark.sim
+@pytest.mark.slow
+def test_command_mode_follows_trajectories_refuses_bad_ones_and_holds_when_the_stream_stops(tmp_path):
+    from diagnostic_msgs.msg import DiagnosticArray
+    from sensor_msgs.msg import JointState
+    from std_msgs.msg import Bool
+    from trajectory_msgs.msg import JointTrajectory
+
+    from frameplan_ros.robot_model import JOINT_NAMES
+
+    node = NodeProcess("frameplan_ros.sim_bridge_node", config_path("sim_bridge.yaml"),
+                       {"control": "command", "clock": "sim", "task": "blocks_stack_easy", "seed": 2,
+                        "command_timeout": 0.5, "rate": 20.0, "loop": False, "publish_depth": False,
+                        "diagnostics_period": 0.2}, log_path=tmp_path / "bridge.log")
+    probe = Probe("command_probe")
+    try:
+        probe.listen(JointState, "/joint_states")
+        probe.listen(Bool, "/frameplan/task_success")
+        probe.listen(DiagnosticArray, "/diagnostics")
+        probe.listen(Image, TOPICS["rgb"], qos=qos_profile_sensor_data)
+        cmd = probe.publisher(JointTrajectory, "/frameplan/joint_trajectory")
+        assert probe.wait_for(lambda: len(probe.messages("/joint_states")) >= 3, 120), node.log_text()[-3000:]
+        assert probe.wait_matched([cmd])
+        js = probe.messages("/joint_states")[-1]
+        assert list(js.name) == list(JOINT_NAMES) and js.header.stamp.sec < 100  # simulated time
+        q0 = np.array(js.position)
+        assert probe.messages("/frameplan/task_success")[-1].data is False
+        js_stamps = {_stamp(m) for m in probe.messages("/joint_states")}
+        assert js_stamps & {_stamp(m) for m in probe.messages(TOPICS["rgb"])}, "one stamp for state and frame"
+
+        # a valid trajectory for one joint, stamped with a frame: followed to its end, then held
+        goal = q0.copy()
+        goal[0] += 0.3
+        pts = np.linspace(q0, goal, 6)[1:][:, [0]]
+        cmd.publish(convert.joint_trajectory_msg(pts, ["left_panda_joint1"], 0.06, js.header.stamp))
+
+        def joint(i=0):
+            return probe.messages("/joint_states")[-1].position[i]
+
+        assert probe.wait_for(lambda: abs(joint() - goal[0]) < 0.01, 30), (joint(), node.log_text()[-2000:])
+        assert probe.wait_for(lambda: _bridge_diag(probe).get("control_state") == "done", 10)
+        assert abs(joint(9) - q0[9]) < 1e-3  # joints it did not name kept their command
+
+        # refused: out of limits, unknown joint, malformed (positions/names mismatch); nothing of them moves
+        bad = [convert.joint_trajectory_msg(np.array([[0.5]]), ["left_panda_joint4"], 0.06, js.header.stamp),
+               convert.joint_trajectory_msg(np.array([[0.1]]), ["elbow"], 0.06, js.header.stamp),
+               convert.joint_trajectory_msg(np.array([[0.1, 0.2]]), ["left_panda_joint1"], 0.06, js.header.stamp)]
+        bad[2].joint_names = ["left_panda_joint1"]
+        for m in bad:
+            cmd.publish(m)
+
+        def refused():
+            d = _bridge_diag(probe)
+            return d.get("commands_refused") == "3" and all(f"error.{k}" in d for k in (
+                "command_out_of_limits", "command_unknown_joint", "command_malformed"))
+
+        assert probe.wait_for(refused, 10), _bridge_diag(probe)
+        d = _bridge_diag(probe)
+        assert "left_panda_joint4 = 0.5000 is outside its limits" in d["error.command_out_of_limits"]
+        assert "'elbow'" in d["error.command_unknown_joint"] and d["commands_accepted"] == "1"
+
+        # a slow trajectory (0.6 rad over 60 s), then silence: after command_timeout the arm stops where it is
+        far = goal.copy()
+        far[0] += 0.6
+        cmd.publish(convert.joint_trajectory_msg(far[None, [0]], ["left_panda_joint1"], 60.0,
+                                                 probe.messages("/joint_states")[-1].header.stamp))
+        assert probe.wait_for(lambda: _bridge_diag(probe).get("control_state") == "stopped", 20), _bridge_diag(probe)
+        assert _bridge_diag(probe)["command_stream_stops"] == "1"
+        time.sleep(0.5)
+        held = joint()
+        time.sleep(1.0)
+        assert abs(joint() - held) < 2e-3 and goal[0] < held < far[0]  # it had started, and now holds
+        assert node.interrupt(timeout=30) == 0
+        assert "Traceback" not in node.log_text()
     finally:
         probe.close()
         node.kill()

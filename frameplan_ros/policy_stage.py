@@ -1,0 +1,137 @@
+"""The foresight node's policy mode at the ROS edge: joint states in, the policy's chunk out as a JointTrajectory,
+the goal frame on ``predicted_image`` / ``comparison`` (and a new plan on ``plan/grid``), the commanded tool paths
+as rviz markers. The decisions are ``policy_runner.PolicyRunner``'s; this module only moves messages."""
+from __future__ import annotations
+
+import os
+from collections import deque
+from typing import Any
+
+import numpy as np
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import JointState
+from trajectory_msgs.msg import JointTrajectory
+from visualization_msgs.msg import MarkerArray
+
+from frameplan_core.errors import ConfigError, InputError
+from frameplan_ros import convert
+from frameplan_ros.diagnostics import WARN
+from frameplan_ros.policy_runner import JointStateBuffer, PolicyRunner, rollout_config
+from frameplan_ros.robot_model import JOINT_NAMES
+
+
+def _seconds(stamp: Any) -> float:
+    return stamp.sec + stamp.nanosec * 1e-9
+
+
+class PolicyStage:
+    """Made by the node the first time it is in policy mode; ``run(job, models)`` is called by its worker."""
+
+    def __init__(self, node: Any) -> None:
+        self.node = node
+        p = node.p
+        self.joints = JointStateBuffer()
+        self.runner: PolicyRunner | None = None
+        self._runner_key: tuple | None = None
+        self._instruction: str | None = None
+        self.trajectories = 0
+        self.goals = 0
+        self.last_steps = 0
+        self._goal_ms: deque = deque(maxlen=100)
+        self._policy_ms: deque = deque(maxlen=100)
+        self._robot: Any = None  # the Panda model for the markers; False when it is not available
+        # best effort: matches reliable and best-effort joint_state publishers alike
+        node.create_subscription(JointState, p.joint_states_topic, self._on_joint_state, qos_profile_sensor_data)
+        reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
+        self.pub_command = node.create_publisher(JointTrajectory, p.command_topic, reliable)
+        out_qos = QoSProfile(depth=p.output_queue_depth, reliability=ReliabilityPolicy.RELIABLE,
+                             history=HistoryPolicy.KEEP_LAST)
+        self.pub_markers = node.create_publisher(MarkerArray, f"{p.output_prefix.rstrip('/')}/policy/command_markers",
+                                                 out_qos)
+
+    def _on_joint_state(self, msg: JointState) -> None:
+        p = self.node.p
+        try:
+            q = convert.joint_state_vector(msg, JOINT_NAMES, p.joint_states_topic)
+        except InputError as exc:
+            self.node.health.error("joint_state", str(exc), WARN)
+            return
+        self.joints.add(_seconds(msg.header.stamp), q)
+
+    def forget(self) -> None:
+        """The models are gone (lifecycle cleanup): the next run starts a new loop."""
+        self.runner, self._runner_key = None, None
+
+    def _runner(self, models: Any) -> PolicyRunner:
+        p = self.node.p
+        key = (id(models), p.policy_period, p.goal_period, p.policy_gripper, p.subgoal_steps, p.samples, p.steps,
+               p.seed)
+        if key != self._runner_key:
+            seed = p.seed if p.seed >= 0 else int.from_bytes(os.urandom(4), "little") >> 1
+            cfg = rollout_config(p.policy_period, p.goal_period, models.step_s, p.policy_gripper, p.subgoal_steps,
+                                 p.samples)
+            self.runner = PolicyRunner(models, cfg, seed, {"steps": p.steps or None})
+            self._runner_key = key
+        return self.runner
+
+    def run(self, job: Any, models: Any) -> float | None:
+        """One frame: None when no new chunk is due; else the goal + policy time (ms) after publishing."""
+        node, p = self.node, self.node.p
+        runner = self._runner(models)
+        if job.instruction != self._instruction:  # a new task: a new goal, and the steps count from 0
+            self._instruction = job.instruction
+            runner.reset()
+        t = _seconds(job.image.header.stamp)
+        if not runner.due(t):
+            return None
+        q = self.joints.match(t, p.joint_state_tolerance, p.joint_states_topic)
+        rgb = convert.to_rgb(job.image, node.image_where)
+        d = runner.step(rgb, q, job.instruction, t)
+        if d is None:
+            return None
+        header = job.image.header
+        node._publish(self.pub_command, convert.joint_trajectory_msg(d.commands, JOINT_NAMES, models.step_s,
+                                                                     header.stamp))
+        if d.new_goal and d.goal is not None:
+            self.goals += 1
+            node._publish(node.pub_pred, convert.rgb_to_image(np.ascontiguousarray(d.goal), header))
+            if p.publish_comparison:
+                node._publish(node.pub_cmp, convert.rgb_to_image(node._comparison(rgb, d.goal, None), header))
+            if d.plan is not None:
+                node._publish(node.pub_grid, convert.rgb_to_image(np.asarray(d.plan.grid), header))
+        if p.publish_command_markers:
+            self._publish_markers(q, d.commands, header.stamp)
+        self.trajectories += 1
+        self.last_steps = d.steps
+        self._goal_ms.append(d.goal_ms)
+        self._policy_ms.append(d.policy_ms)
+        return d.goal_ms + d.policy_ms
+
+    def _publish_markers(self, q: np.ndarray, commands: np.ndarray, stamp: Any) -> None:
+        """The tool paths the chunk commands (from the measured pose), by forward kinematics of the Panda URDF."""
+        if self._robot is None:
+            try:
+                from frameplan_ros.robot_model import panda_model
+
+                self._robot = panda_model()
+            except ConfigError as exc:
+                self._robot = False
+                self.node.health.error("command_markers", f"no command markers: {exc}", WARN)
+        if self._robot:
+            paths = self._robot.tcp_positions(np.concatenate([q[None], commands]))
+            self.node._publish(self.pub_markers, convert.tcp_path_markers(paths, self.node.p.world_frame, stamp))
+
+    def values(self) -> dict:
+        """Policy mode's part of /diagnostics."""
+        def med(d: deque) -> float:
+            return float(np.median(d)) if d else float("nan")
+
+        runner = self.runner
+        return {"trajectories_published": self.trajectories, "goals_published": self.goals,
+                "policy_steps": self.last_steps, "goal_p50_ms": med(self._goal_ms),
+                "policy_p50_ms": med(self._policy_ms),
+                "policy_execute_steps": runner.execute if runner is not None else 0,
+                "goal_period_steps": runner.cfg.period if runner is not None else 0}
+
+
+__all__ = ["PolicyStage"]
