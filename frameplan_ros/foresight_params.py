@@ -106,10 +106,6 @@ class ForesightParams:
                                          "a camera frame", range=(0.0, 10.0))
     command_topic: str = param("/frameplan/joint_trajectory", "policy mode: trajectory_msgs/JointTrajectory output "
                                "(stamped with the camera frame it was computed from)", read_only=True)
-    publish_command_markers: bool = param(True, "policy mode: the commanded tool paths as a MarkerArray on "
-                                          "policy/command_markers (needs the Panda URDF of the simulator assets)")
-    world_frame: str = param("world", "frame_id of the command markers (the simulator's world frame)",
-                             read_only=True)
 
 
 def user_model_dir() -> Path:

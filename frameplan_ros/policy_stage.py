@@ -1,6 +1,7 @@
 """The foresight node's policy mode at the ROS edge: joint states in, the policy's chunk out as a JointTrajectory,
-the goal frame on ``predicted_image`` / ``comparison`` (and a new plan on ``plan/grid``), the commanded tool paths
-as rviz markers. The decisions are ``policy_runner.PolicyRunner``'s; this module only moves messages."""
+the goal frame on ``predicted_image`` / ``comparison`` (and a new plan on ``plan/grid``). The decisions are
+``policy_runner.PolicyRunner``'s; this module only moves messages. (The sim bridge draws the commanded tool paths
+for rviz: it knows the camera pose.)"""
 from __future__ import annotations
 
 import os
@@ -11,9 +12,8 @@ import numpy as np
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import JointState
 from trajectory_msgs.msg import JointTrajectory
-from visualization_msgs.msg import MarkerArray
 
-from frameplan_core.errors import ConfigError, InputError
+from frameplan_core.errors import InputError
 from frameplan_ros import convert
 from frameplan_ros.diagnostics import WARN
 from frameplan_ros.policy_runner import JointStateBuffer, PolicyRunner, rollout_config
@@ -39,15 +39,10 @@ class PolicyStage:
         self.last_steps = 0
         self._goal_ms: deque = deque(maxlen=100)
         self._policy_ms: deque = deque(maxlen=100)
-        self._robot: Any = None  # the Panda model for the markers; False when it is not available
         # best effort: matches reliable and best-effort joint_state publishers alike
         node.create_subscription(JointState, p.joint_states_topic, self._on_joint_state, qos_profile_sensor_data)
         reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
         self.pub_command = node.create_publisher(JointTrajectory, p.command_topic, reliable)
-        out_qos = QoSProfile(depth=p.output_queue_depth, reliability=ReliabilityPolicy.RELIABLE,
-                             history=HistoryPolicy.KEEP_LAST)
-        self.pub_markers = node.create_publisher(MarkerArray, f"{p.output_prefix.rstrip('/')}/policy/command_markers",
-                                                 out_qos)
 
     def _on_joint_state(self, msg: JointState) -> None:
         p = self.node.p
@@ -99,27 +94,11 @@ class PolicyStage:
                 node._publish(node.pub_cmp, convert.rgb_to_image(node._comparison(rgb, d.goal, None), header))
             if d.plan is not None:
                 node._publish(node.pub_grid, convert.rgb_to_image(np.asarray(d.plan.grid), header))
-        if p.publish_command_markers:
-            self._publish_markers(q, d.commands, header.stamp)
         self.trajectories += 1
         self.last_steps = d.steps
         self._goal_ms.append(d.goal_ms)
         self._policy_ms.append(d.policy_ms)
         return d.goal_ms + d.policy_ms
-
-    def _publish_markers(self, q: np.ndarray, commands: np.ndarray, stamp: Any) -> None:
-        """The tool paths the chunk commands (from the measured pose), by forward kinematics of the Panda URDF."""
-        if self._robot is None:
-            try:
-                from frameplan_ros.robot_model import panda_model
-
-                self._robot = panda_model()
-            except ConfigError as exc:
-                self._robot = False
-                self.node.health.error("command_markers", f"no command markers: {exc}", WARN)
-        if self._robot:
-            paths = self._robot.tcp_positions(np.concatenate([q[None], commands]))
-            self.node._publish(self.pub_markers, convert.tcp_path_markers(paths, self.node.p.world_frame, stamp))
 
     def values(self) -> dict:
         """Policy mode's part of /diagnostics."""

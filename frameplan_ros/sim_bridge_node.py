@@ -33,6 +33,7 @@ from rclpy.qos import (
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, JointState
 from std_msgs.msg import Bool, String
 from trajectory_msgs.msg import JointTrajectory
+from visualization_msgs.msg import MarkerArray
 
 from frameplan_core.errors import ConfigError, DataError, FrameplanError
 from frameplan_ros import convert
@@ -91,6 +92,9 @@ class SimBridgeParams:
                                "every frame", read_only=True)
     clock: str = param("wall", "sim: stamps from the wall clock, or sim: simulated time (also published on /clock, "
                        "for nodes with use_sim_time)", choices=("wall", "sim"), read_only=True)
+    command_markers_topic: str = param("/frameplan/command_markers", "control: command: each accepted trajectory's "
+                                       "tool paths (forward kinematics) as a MarkerArray in the camera frame, for rviz",
+                                       read_only=True)
     publish_compressed: bool = param(False, "also publish the colour image as sensor_msgs/CompressedImage on "
                                      "<color topic>/compressed (image_transport's compressed transport)",
                                      read_only=True)
@@ -198,7 +202,10 @@ class SimBridgeNode(Node):
             if self.p.control == "command":
                 from frameplan_ros.robot_model import panda_model
 
-                self._limits = panda_model().limits  # ConfigError (one line) when the robot assets are missing
+                self._panda = panda_model()  # ConfigError (one line) when the robot assets are missing
+                self._limits = self._panda.limits
+                self._last_frame: CameraFrame | None = None
+                self.pub_markers = self.create_publisher(MarkerArray, self.p.command_markers_topic, reliable)
                 self.create_subscription(JointTrajectory, self.p.command_topic, self._on_command, reliable)
         self.published = 0
         self.episode = 0
@@ -232,6 +239,22 @@ class SimBridgeNode(Node):
         key = convert.stamp_key(msg.header.stamp)
         start = robot.sim_time_of(key) if key != (0, 0) else None  # a frame of ours: the time it showed
         robot.command(cmd, start)
+        self._publish_command_markers(cmd, msg.header.stamp)
+
+    def _publish_command_markers(self, cmd: Any, stamp: Any) -> None:
+        """The tool paths of a trajectory (from where the arms are) in the camera optical frame: rviz shows them
+        over the camera image without a tf tree (the camera pose is the simulator's)."""
+        f = self._last_frame
+        if f is None or f.extrinsic is None:
+            return
+        knots = np.concatenate([f.joint_state[None], cmd.full(f.command)])
+        world = self._panda.tcp_positions(knots)  # (P, 2, 3)
+        E = np.asarray(f.extrinsic, dtype=np.float64)
+        cam = world @ E[:, :3].T + E[:, 3]
+        try:
+            self.pub_markers.publish(convert.tcp_path_markers(cam, self.p.frame_id, stamp))
+        except Exception as exc:  # noqa: BLE001 - context shutting down
+            self.get_logger().debug(f"markers not published: {exc}")
 
     def _wait_for_subscribers(self) -> None:
         while self.p.wait_for_subscribers and not self._stop.is_set():
@@ -267,6 +290,7 @@ class SimBridgeNode(Node):
         stamp = convert.seconds_to_time(f.sim_time) if sim_clock else self.get_clock().now().to_msg()
         if self.robot is not None and f.sim_time is not None:
             self.robot.remember_stamp(convert.stamp_key(stamp), f.sim_time)  # commands stamped with it start there
+            self._last_frame = f
         fid = self.p.frame_id
         h, w = f.rgb.shape[:2]
         info = convert.K_to_camera_info(f.K, w, h, stamp=stamp, frame_id=fid)

@@ -40,6 +40,7 @@ class CameraFrame:
     success: bool | None = None
     sim_time: float | None = None  # s, continuous over episodes
     done: bool = False  # the episode's last frame
+    extrinsic: np.ndarray | None = None  # 3x4 world -> camera (OpenCV, the optical frame)
 
 
 @dataclass
@@ -139,7 +140,8 @@ class SimRobot:
         cam = obs.images[self.camera]
         self.success = bool(self.env.success())
         return CameraFrame(np.asarray(cam["rgb"]), cam.get("depth"), np.asarray(cam["intrinsic_cv"]), instruction,
-                           self.episode, index, obs.joint_state.copy(), obs.command, self.success, self.sim_time, done)
+                           self.episode, index, obs.joint_state.copy(), obs.command, self.success, self.sim_time, done,
+                           cam.get("extrinsic_cv"))
 
     def _expert_episode(self, seed: int, stop: threading.Event) -> Iterator[CameraFrame]:
         """The scripted expert, one command per tick; a frame every ``ticks_per_step`` ticks (the collector's

@@ -2,6 +2,8 @@
 
     ros2 launch frameplan_ros robot.launch.py device:=cuda realsense:=true
     ros2 launch frameplan_ros robot.launch.py image_topic:=/my_cam/color/image_raw camera_info_topic:=...
+    ros2 launch frameplan_ros robot.launch.py image_transport:=compressed    # a camera streamed over a network
+    ros2 launch frameplan_ros robot.launch.py lifecycle:=true               # managed: ros2 lifecycle set ...
 
 The node subscribes to realsense2_camera's default topics; the *_topic arguments remap them to another camera.
 realsense2_camera's own rs_launch.py is included (with aligned depth) when realsense:=true and it is installed.
@@ -54,6 +56,10 @@ def generate_launch_description():
         DeclareLaunchArgument("device", default_value="auto", description="auto, cpu, cuda, cuda:N"),
         DeclareLaunchArgument("model", default_value="", description="checkpoint folder; empty = embedded model"),
         DeclareLaunchArgument("camera_qos", default_value="sensor_data", choices=["sensor_data", "reliable"]),
+        DeclareLaunchArgument("image_transport", default_value="raw", choices=["raw", "compressed"],
+                              description="compressed: subscribe to <image_topic>/compressed (jpeg or png)"),
+        DeclareLaunchArgument("lifecycle", default_value="false", choices=["true", "false"],
+                              description="a managed node: starts unconfigured, `ros2 lifecycle set` drives it"),
         DeclareLaunchArgument("realsense", default_value="false", choices=["true", "false"],
                               description="also start realsense2_camera (rs_launch.py, aligned depth)"),
         DeclareLaunchArgument("rviz", default_value="false", choices=["true", "false"]),
@@ -65,8 +71,11 @@ def generate_launch_description():
         Node(package=PACKAGE, executable="foresight_node", name="foresight_node", output="screen",
              parameters=[PathJoinSubstitution([share, "config", "foresight.yaml"]),
                          {"mode": arg("mode"), "trigger": arg("trigger"), "device": arg("device"),
-                          "model": ParameterValue(arg("model"), value_type=str), "camera_qos": arg("camera_qos")}],
-             remappings=[(v, arg(k)) for k, v in DEFAULT_TOPICS.items()]),
+                          "model": ParameterValue(arg("model"), value_type=str), "camera_qos": arg("camera_qos"),
+                          "image_transport": arg("image_transport"),
+                          "lifecycle": ParameterValue(arg("lifecycle"), value_type=bool)}],
+             remappings=[(v, arg(k)) for k, v in DEFAULT_TOPICS.items()]
+             + [(DEFAULT_TOPICS["image_topic"] + "/compressed", [arg("image_topic"), "/compressed"])]),
         Node(package="rviz2", executable="rviz2", name="rviz2", output="log",
              arguments=["-d", PathJoinSubstitution([share, "config", "frameplan.rviz"])],
              condition=IfCondition(arg("rviz"))),

@@ -162,6 +162,11 @@ def test_rviz_config_shows_our_topics_with_best_effort_images():
     for t in ["/camera/camera/color/image_raw", "/frameplan/predicted_image", "/frameplan/comparison",
               "/frameplan/plan/grid", "/frameplan/plan/trajectory_markers", "/frameplan/plan/trajectory"]:
         assert t in topics, f"rviz config lacks {t}"
+    # the commanded trajectory: the sim bridge's markers, in the fixed frame, and over the camera image
+    markers = paramlib.yaml_parameters(CONFIG / "sim_bridge.yaml")["command_markers_topic"]
+    assert topics[markers]["Class"] == "rviz_default_plugins/MarkerArray"
+    overlay = [d for d in displays if d["Class"] == "rviz_default_plugins/Camera"]
+    assert overlay and overlay[0]["Visibility"][topics[markers]["Name"]] is True
     for d in displays:
         if d["Class"] == "rviz_default_plugins/Image":
             assert d["Topic"]["Reliability Policy"] == "Best Effort", d["Name"]

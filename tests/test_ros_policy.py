@@ -22,7 +22,6 @@ from rclpy.parameter import Parameter
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String
 from trajectory_msgs.msg import JointTrajectory
-from visualization_msgs.msg import MarkerArray
 
 from frameplan_ros import convert
 from frameplan_ros import params as paramlib
@@ -165,7 +164,6 @@ def test_node_publishes_commands_at_the_policy_period_and_goals_at_the_goal_peri
         probe.listen(JointTrajectory, "/frameplan/joint_trajectory")
         probe.listen(Image, "/frameplan/predicted_image")
         probe.listen(Image, "/frameplan/comparison")
-        probe.listen(MarkerArray, "/frameplan/policy/command_markers")
         pubs = [probe.publisher(Image, "/camera/camera/color/image_raw"),
                 probe.publisher(JointState, "/joint_states"), probe.publisher(String, "/frameplan/instruction")]
         assert _wait(lambda: node.model is not None, 120), node.health.errors
@@ -196,10 +194,6 @@ def test_node_publishes_commands_at_the_policy_period_and_goals_at_the_goal_peri
         assert probe.wait_for(lambda: len(probe.messages("/frameplan/comparison")) >= 2, 10)
         goals = probe.messages("/frameplan/predicted_image")
         assert [g.header.stamp.nanosec for g in goals] == [0, 720_000_000] and goals[0].width == 160
-        markers = probe.messages("/frameplan/policy/command_markers")
-        if markers:  # the Panda URDF of the simulator assets is here: tool paths of both arms, 9 points each
-            line = markers[0].markers[0]
-            assert line.header.frame_id == "world" and len(line.points) == 9
         _, _, values = node.diagnostics_values()
         assert values["trajectories_published"] == 4 and values["goals_published"] == 2
         assert values["policy_execute_steps"] == 4 and values["goal_period_steps"] == 10

@@ -178,6 +178,7 @@ def test_command_mode_follows_trajectories_refuses_bad_ones_and_holds_when_the_s
     from sensor_msgs.msg import JointState
     from std_msgs.msg import Bool
     from trajectory_msgs.msg import JointTrajectory
+    from visualization_msgs.msg import MarkerArray
 
     from frameplan_ros.robot_model import JOINT_NAMES
 
@@ -190,6 +191,7 @@ def test_command_mode_follows_trajectories_refuses_bad_ones_and_holds_when_the_s
         probe.listen(JointState, "/joint_states")
         probe.listen(Bool, "/frameplan/task_success")
         probe.listen(DiagnosticArray, "/diagnostics")
+        probe.listen(MarkerArray, "/frameplan/command_markers")
         probe.listen(Image, TOPICS["rgb"], qos=qos_profile_sensor_data)
         cmd = probe.publisher(JointTrajectory, "/frameplan/joint_trajectory")
         assert probe.wait_for(lambda: len(probe.messages("/joint_states")) >= 3, 120), node.log_text()[-3000:]
@@ -211,6 +213,13 @@ def test_command_mode_follows_trajectories_refuses_bad_ones_and_holds_when_the_s
             return probe.messages("/joint_states")[-1].position[i]
 
         assert probe.wait_for(lambda: abs(joint() - goal[0]) < 0.01, 30), (joint(), node.log_text()[-2000:])
+        # rviz: the commanded tool paths in the camera frame (from where the arms were, then the 5 points)
+        assert probe.wait_for(lambda: probe.messages("/frameplan/command_markers"), 5)
+        line = probe.messages("/frameplan/command_markers")[0].markers[0]
+        pts = np.array([[p.x, p.y, p.z] for p in line.points])
+        assert line.header.frame_id == "camera_color_optical_frame" and len(pts) == 6
+        assert (0.3 < pts[:, 2]).all() and (pts[:, 2] < 2.0).all()  # in front of the head camera
+        assert np.linalg.norm(pts[-1] - pts[0]) > 0.02  # the left tool moves with joint 1
         assert probe.wait_for(lambda: _bridge_diag(probe).get("control_state") == "done", 10)
         assert abs(joint(9) - q0[9]) < 1e-3  # joints it did not name kept their command
 
