@@ -10,7 +10,7 @@ from safetensors.torch import save_file
 
 from frameplan_core.errors import ModelError
 from frameplan_core.predictor import FramePredictor, PredictorConfig
-from frameplan_core.predictor.model import widen_conv_in
+from frameplan_core.predictor.model import widen_input
 
 FRAME = np.random.default_rng(1).integers(0, 256, (120, 160, 3), dtype=np.uint8)
 
@@ -32,17 +32,17 @@ def same_weights(a, b):
     return set(sa) == set(sb) and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
-def test_widen_conv_in_keeps_old_weights_and_zeros_new():
+def test_widen_input_keeps_old_weights_and_zeros_new():
     from diffusers import UNet2DConditionModel
 
     unet = UNet2DConditionModel(**{**PredictorConfig.preset("tiny-clip").unet, "in_channels": 4})
     old_w, old_b = unet.conv_in.weight.detach().clone(), unet.conv_in.bias.detach().clone()
-    widen_conv_in(unet, 8)
+    widen_input(unet, 8)
     assert unet.conv_in.weight.shape[1] == 8 and unet.config.in_channels == 8
     assert torch.equal(unet.conv_in.weight[:, :4], old_w) and torch.equal(unet.conv_in.bias, old_b)
     assert torch.count_nonzero(unet.conv_in.weight[:, 4:]) == 0
     with pytest.raises(ModelError, match="narrow"):
-        widen_conv_in(unet, 4)
+        widen_input(unet, 4)
 
 
 def test_single_file_equals_folder_load(pred, cfg, tmp_path):

@@ -1,8 +1,8 @@
 """Build, save and load the planner's modules (transformer, VAE, text conditioner, scheduler).
 
-Checkpoint folder written by ``save``: ``frameplan.json`` (kind + PlannerConfig + adapters), ``transformer/`` and
+Checkpoint folder written by ``save_components``: ``frameplan.json`` (kind + PlannerConfig + adapters), ``transformer/`` and
 ``vae/`` (diffusers), ``scheduler/``; ``adapters/<name>/`` (diffusers LoRA format); for ``clip+t5`` also the text
-encoders and tokenizers in FLUX's folder layout. ``load`` also accepts a FLUX.1-dev diffusers folder
+encoders and tokenizers in FLUX's folder layout. ``load_components`` also accepts a FLUX.1-dev diffusers folder
 (``model_index.json`` naming FluxPipeline)."""
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ PRESET_DIRS = {"tiny": WEIGHTS_DIR / "planner-tiny"}
 
 
 @dataclass
-class Modules:
+class Components:
     transformer: Any
     vae: Any
     text: Any
@@ -58,8 +58,8 @@ def _check_layout(cfg: PlannerConfig, transformer, vae, text) -> None:
                              f"text width {text.pooled_dim} ({cfg.text_encoder})")
 
 
-def build(cfg: PlannerConfig, seed: int = 0, device: str | torch.device = "cpu", dtype: Any = "auto",
-          text: Any = None) -> tuple[Modules, PlannerConfig]:
+def build_components(cfg: PlannerConfig, seed: int = 0, device: str | torch.device = "cpu", dtype: Any = "auto",
+          text: Any = None) -> tuple[Components, PlannerConfig]:
     """Random-init transformer and VAE from ``cfg`` (seeded); the text conditioner is loaded frozen."""
     from diffusers import FluxTransformer2DModel
 
@@ -83,18 +83,23 @@ def build(cfg: PlannerConfig, seed: int = 0, device: str | torch.device = "cpu",
         text = build_conditioner(cfg.text_encoder, max_length=cfg.max_text_tokens)
     _check_layout(cfg, transformer, vae, text)
     cfg_used = replace(cfg, vae=vae_config(vae), transformer=_clean_config(tcfg))
-    mods = Modules(_to(transformer, dev, dt).eval(), _to(vae, dev, dt).eval().requires_grad_(False), text.to(dev),
+    mods = Components(_to(transformer, dev, dt).eval(), _to(vae, dev, dt).eval().requires_grad_(False), text.to(dev),
                    make_scheduler(cfg.scheduler), source=f"random init (seed {seed})")
     mods.transformer.requires_grad_(False)
     return mods, cfg_used
 
 
-def widen_input(transformer) -> None:
-    """Double the input projection's channels for channel conditioning; the new columns start at zero, so the
-    transformer computes what it did before until the condition's weights are trained."""
+def widen_input(transformer, in_channels: int):
+    """Give the transformer's input projection ``in_channels`` inputs (twice as many for channel conditioning): old
+    weights kept for the first channels, the new ones zero, so the transformer computes what it did before until
+    the condition's weights are trained (the predictor's ``widen_input`` does the same to the UNet's conv_in)."""
     lin = transformer.x_embedder
     n_in = lin.in_features
-    wide = torch.nn.Linear(2 * n_in, lin.out_features, device=lin.weight.device, dtype=lin.weight.dtype)
+    if n_in == in_channels:
+        return transformer
+    if n_in > in_channels:
+        raise ModelError(f"cannot narrow the transformer's input from {n_in} to {in_channels} channels")
+    wide = torch.nn.Linear(in_channels, lin.out_features, device=lin.weight.device, dtype=lin.weight.dtype)
     with torch.no_grad():
         wide.weight.zero_()
         wide.weight[:, :n_in] = lin.weight
@@ -102,7 +107,8 @@ def widen_input(transformer) -> None:
     wide.weight.requires_grad_(lin.weight.requires_grad)
     wide.bias.requires_grad_(lin.bias.requires_grad)
     transformer.x_embedder = wide
-    transformer.register_to_config(in_channels=2 * n_in, out_channels=int(transformer.out_channels))
+    transformer.register_to_config(in_channels=in_channels, out_channels=int(transformer.out_channels))
+    return transformer
 
 
 def transformer_config(transformer) -> dict[str, Any]:
@@ -129,7 +135,7 @@ def _base_state_dict(transformer) -> dict[str, torch.Tensor]:
     return out
 
 
-def save(mods: Modules, cfg: PlannerConfig, folder: str | Path) -> Path:
+def save_components(mods: Components, cfg: PlannerConfig, folder: str | Path) -> Path:
     """Write the checkpoint atomically (the folder appears complete or not at all)."""
     from safetensors.torch import save_file
 
@@ -173,8 +179,8 @@ def _is_flux_folder(path: Path) -> bool:
         return False
 
 
-def load(path_or_preset: str | Path, device: Any = "auto", dtype: Any = "auto",
-         cell_size: int | None = None) -> tuple[Modules, PlannerConfig]:
+def load_components(path_or_preset: str | Path, device: Any = "auto", dtype: Any = "auto",
+         cell_size: int | None = None) -> tuple[Components, PlannerConfig]:
     """Load a frameplan checkpoint, a preset name (``tiny`` -> frameplan_core/weights/planner-tiny/), or a local
     FLUX.1-dev diffusers folder (-> flux-dev)."""
     from diffusers import AutoencoderKL, FluxTransformer2DModel
@@ -228,7 +234,7 @@ def load(path_or_preset: str | Path, device: Any = "auto", dtype: Any = "auto",
     cfg = replace(cfg, transformer=_clean_config(transformer.config), vae=_clean_config(vae.config),
                   scheduler=sched_cfg, **({"cell_size": cell_size} if cell_size else {}))
     _check_layout(cfg, transformer, vae, text)
-    mods = Modules(transformer.to(dev).eval().requires_grad_(False), vae.to(dev).eval().requires_grad_(False),
+    mods = Components(transformer.to(dev).eval().requires_grad_(False), vae.to(dev).eval().requires_grad_(False),
                    text.to(dev), make_scheduler(sched_cfg), source=source)
     for name in adapters:
         lora.load_adapter(mods.transformer, path / "adapters" / name, name)

@@ -35,9 +35,9 @@ TEXT_CACHE_SIZE = 4096
 class GridPlanner:
     """Holds the modules and config; ``plan`` is the whole inference path, ``training_loss`` the training one."""
 
-    def __init__(self, config: PlannerConfig, modules: model.Modules):
+    def __init__(self, config: PlannerConfig, components: model.Components):
         self.config = config
-        self._m = modules
+        self._m = components
         self._text_cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     # ------------------------------------------------------------ construction
@@ -46,20 +46,20 @@ class GridPlanner:
                     dtype: Any = "auto", text: Any = None) -> GridPlanner:
         """Random-initialised planner (seeded). ``text`` lets several planners share one loaded text encoder."""
         cfg = PlannerConfig.preset(config) if isinstance(config, str) else config
-        mods, cfg = model.build(cfg, seed=seed, device=device, dtype=dtype, text=text)
+        mods, cfg = model.build_components(cfg, seed=seed, device=device, dtype=dtype, text=text)
         return cls(cfg, mods)
 
     @classmethod
     def from_pretrained(cls, path_or_preset: str | Path = "tiny", device: Any = "auto", dtype: Any = "auto",
                         cell_size: int | None = None) -> GridPlanner:
         """A frameplan checkpoint folder, ``tiny`` (the shipped weights), or a local FLUX.1-dev diffusers folder."""
-        mods, cfg = model.load(path_or_preset, device=device, dtype=dtype, cell_size=cell_size)
+        mods, cfg = model.load_components(path_or_preset, device=device, dtype=dtype, cell_size=cell_size)
         pl = cls(cfg, mods)
         log.info("planner loaded from %s: %s", mods.source, pl.describe())
         return pl
 
     def save_pretrained(self, folder: str | Path) -> Path:
-        return model.save(self._m, self.config, folder)
+        return model.save_components(self._m, self.config, folder)
 
     def describe(self) -> str:
         n_t = sum(p.numel() for p in self.transformer.parameters())
@@ -189,7 +189,7 @@ class GridPlanner:
             raise InputError(f"planner condition channel -> {condition}: the transformer's condition input weights "
                              "would be dropped; start from a sequence-conditioned model instead")
         if condition == "channel":
-            model.widen_input(self.transformer)
+            model.widen_input(self.transformer, 2 * self.transformer.x_embedder.in_features)
         self.config = replace(self.config, condition=condition, transformer=model.transformer_config(self.transformer))
         return self
 

@@ -54,9 +54,10 @@ def _finish(unet, vae, text: TextEncoder, cfg: PredictorConfig, source: str) -> 
     return Components(unet.eval(), vae.eval().requires_grad_(False), text, scheduler, cfg, source)
 
 
-def widen_conv_in(unet, in_channels: int):
+def widen_input(unet, in_channels: int):
     """Give ``unet`` a conv_in with ``in_channels`` inputs: old weights kept for the first channels, the new
-    input channels zero-initialised (so the widened model initially ignores the image latent)."""
+    input channels zero-initialised (so the widened model initially ignores the image latent; the planner's
+    ``widen_input`` does the same to the transformer's input projection)."""
     old = unet.conv_in
     if old.in_channels == in_channels:
         return unet
@@ -179,7 +180,7 @@ def load_folder(folder: Path) -> Components:
         raise ModelError(f"{folder}: cannot load unet/vae weights: {exc}") from None
     if unet.config.in_channels == 4:
         log.info("%s: 4-channel UNet, widening conv_in to 8 channels (new channels zero)", folder)
-        widen_conv_in(unet, 8)
+        widen_input(unet, 8)
     has_te = (folder / "text_encoder" / "config.json").is_file()
     if cfg.text_encoder == "clip" and not has_te:  # never fall back to a randomly initialised CLIP
         raise ModelError(f"{folder}: missing text_encoder/config.json (the {FRAMEPLAN_JSON} says the text encoder "
@@ -274,7 +275,7 @@ def load_single_file(path: Path, cfg: PredictorConfig | None = None) -> Componen
         raise ModelError(f"{path}: weights do not match the {cfg.name} SD-1.x architecture: "
                          f"{str(exc)[:400]}") from None
     if in_ch == 4:
-        widen_conv_in(unet, 8)
+        widen_input(unet, 8)
     from frameplan_core.text import build_clip_tokenizer
 
     text = TextEncoder("clip", build_clip_tokenizer(max_length=cfg.max_text_length), te, cfg.max_text_length)
