@@ -4,12 +4,18 @@ model hub.
 
 ``TextEncoder.encode(list[str]) -> (B, L, D)`` returns per-token hidden states used as cross-attention context.
 
-Instruction policy (documented behaviour, see docs/PREDICTOR.md):
-- empty or whitespace-only instructions are refused (``InputError``) by ``validate_instruction``; the
-  unconditional embedding is ``encode([""])`` and is built internally;
-- text is Unicode-NFC normalised and whitespace collapsed; non-ASCII characters are accepted: CLIP's byte-level
-  BPE encodes any character, MiniLM's uncased WordPiece strips accents and maps unknown characters to [UNK];
-- more than ``max_length`` tokens (77, CLIP's context) are truncated with a ``InstructionTruncatedWarning``.
+One instruction path for both model families (documented behaviour, see docs/PREDICTOR.md and docs/PLANNER.md):
+- ``validate_instruction`` at each model's boundary (``FramePredictor.predict*``, ``GridPlanner.plan``) refuses
+  non-strings, empty or whitespace-only text (the planner's optional instruction: None or blank = no text) and
+  control characters (``InputError``), and normalises: Unicode NFC, whitespace collapsed (``normalize_instruction``,
+  the only normaliser; training's dataset text is normalised by the models' ``encode_text``). Nothing downstream
+  normalises again;
+- non-ASCII characters are accepted: CLIP's byte-level BPE encodes any character, MiniLM's uncased WordPiece
+  strips accents and maps unknown characters to [UNK];
+- the text is tokenised once; more than ``max_length`` tokens (77, CLIP's context) are truncated with an
+  ``InstructionTruncatedWarning``;
+- embeddings are cached in one ``TextCache`` per model (the trainer uses the model's); the unconditional
+  embedding is ``encode([""])`` and is built internally.
 """
 from __future__ import annotations
 
@@ -18,7 +24,8 @@ import importlib.util
 import logging
 import unicodedata
 import warnings
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -39,11 +46,24 @@ class InstructionTruncatedWarning(UserWarning):
     """An instruction longer than the encoder's context was cut to its first ``max_length`` tokens."""
 
 
-def validate_instruction(text: object, where: str = "instruction") -> str:
-    """Return the normalised instruction or raise InputError (not a string, empty, control characters)."""
+def normalize_instruction(text: str) -> str:
+    """Unicode NFC with whitespace runs collapsed to one space (none at the ends): the one normal form of an
+    instruction, so equal instructions share a cache entry and a tokenisation."""
+    return " ".join(unicodedata.normalize("NFC", text).split())
+
+
+def validate_instruction(text: object, where: str = "instruction", optional: bool = False) -> str | None:
+    """Return the normalised instruction or raise InputError (not a string, empty, control characters).
+
+    ``optional`` (the planner, whose plans may follow a trajectory alone): None or a blank string mean "no
+    instruction" and return None."""
+    if text is None and optional:
+        return None
     if not isinstance(text, str):
-        raise InputError(f"{where}: expected a string, got {type(text).__name__}")
-    norm = " ".join(unicodedata.normalize("NFC", text).split())
+        raise InputError(f"{where}: expected a string{' or None' if optional else ''}, got {type(text).__name__}")
+    norm = normalize_instruction(text)
+    if not norm and optional:
+        return None
     if not norm:
         raise InputError(f"{where}: empty instruction; say what should happen, e.g. 'strike the block with the hammer'")
     bad = [c for c in norm if unicodedata.category(c) in ("Cc", "Cs")]
@@ -145,35 +165,84 @@ class TextEncoder(torch.nn.Module):
         return super().train(False)
 
     def token_ids(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, max_length) ids and attention mask; warns when a text had to be truncated."""
-        texts = [" ".join(unicodedata.normalize("NFC", t).split()) for t in texts]
-        full = self.tokenizer(list(texts), truncation=False, padding=False)["input_ids"]
-        for t, ids in zip(texts, full):
-            if len(ids) > self.max_length:
-                msg = (f"instruction has {len(ids)} tokens, more than the {self.kind} encoder's {self.max_length}: "
+        """(B, max_length) ids and attention mask of normalised texts (``normalize_instruction``), tokenised once;
+        warns when a text had to be truncated."""
+        batch = self.tokenizer(list(texts), truncation=True, max_length=self.max_length, padding="max_length",
+                               return_tensors="pt", return_special_tokens_mask=True)
+        for t, enc in zip(texts, batch.encodings or []):
+            if enc.overflowing:  # the tokens cut off, in pieces of max_length (with special tokens and padding)
+                n = self.tokenizer.num_special_tokens_to_add() + sum(
+                    sum(1 for m, s in zip(e.attention_mask, e.special_tokens_mask) if m and not s)
+                    for e in (enc, *enc.overflowing))
+                msg = (f"instruction has {n} tokens, more than the {self.kind} encoder's {self.max_length}: "
                        f"truncated to {t[:60]!r}...")
                 warnings.warn(msg, InstructionTruncatedWarning, stacklevel=3)
                 log.warning(msg)
-        batch = self.tokenizer(list(texts), truncation=True, max_length=self.max_length, padding="max_length",
-                               return_tensors="pt")
         return batch["input_ids"], batch["attention_mask"]
 
     @torch.no_grad()
-    def encode(self, texts: Sequence[str]) -> torch.Tensor:
+    def encode(self, texts: Sequence[str], return_mask: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """(B, max_length, D) per-token states of normalised texts; with ``return_mask`` also the (B, max_length)
+        attention mask of the same tokenisation."""
         if isinstance(texts, str):
             texts = [texts]
         ids, mask = self.token_ids(texts)
         ids, mask = ids.to(self.device), mask.to(self.device)
         if self.kind == "clip":
-            return self.model(input_ids=ids).last_hidden_state
-        states = self.model(input_ids=ids, attention_mask=mask).last_hidden_state
-        return states * mask.unsqueeze(-1).to(states.dtype)
+            states = self.model(input_ids=ids).last_hidden_state
+        else:
+            states = self.model(input_ids=ids, attention_mask=mask).last_hidden_state
+            states = states * mask.unsqueeze(-1).to(states.dtype)
+        return (states, mask) if return_mask else states
 
     def save_pretrained(self, folder: str | Path) -> None:
         """Write ``text_encoder/`` and ``tokenizer/`` subfolders (diffusers layout)."""
         folder = Path(folder)
         self.model.save_pretrained(folder / "text_encoder")
         self.tokenizer.save_pretrained(folder / "tokenizer")
+
+
+class TextCache:
+    """Embeddings of recent texts from a frozen text encoder, keyed by the text (normalised by the caller): one
+    cache each for the predictor and the planner, shared with their trainers (a robot repeats one instruction frame
+    after frame; training reuses a few thousand).
+
+    ``encode(list[str])`` gives a tensor or a tuple of tensors with the batch first. Each text is encoded alone, so
+    an embedding never depends on which texts shared a batch (resumed training stays bit-exact); ``get``'s ``tag``
+    (the model's device and dtype) changing drops every entry, so an entry always equals what the encoder gives now.
+    Beyond ``size`` entries the least recently used go."""
+
+    def __init__(self, encode: Callable[[list[str]], torch.Tensor | tuple[torch.Tensor, ...]], size: int = 64):
+        self._encode = encode
+        self.size = int(size)
+        self._entries: OrderedDict[str, tuple[torch.Tensor, ...]] = OrderedDict()
+        self._tag: object = None
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    @torch.no_grad()
+    def get(self, texts: Sequence[str], tag: object = None) -> tuple[torch.Tensor, ...]:
+        """The encoder's outputs for ``texts`` (at least one), stacked in order (a tuple, one tensor per encoder
+        output)."""
+        if not texts:
+            raise InputError("text encoder: no texts to encode")
+        if tag != self._tag:
+            self._entries.clear()
+            self._tag = tag
+        for t in dict.fromkeys(texts):
+            if t not in self._entries:
+                out = self._encode([t])
+                self._entries[t] = tuple(o[0] for o in (out if isinstance(out, tuple) else (out,)))
+            self._entries.move_to_end(t)
+        n_out = len(self._entries[texts[0]])
+        stacked = tuple(torch.stack([self._entries[t][k] for t in texts]) for k in range(n_out))
+        while len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+        return stacked
 
 
 def load_text_encoder(kind: TextKind, folder: str | Path | None = None, config: dict | None = None,

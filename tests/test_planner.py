@@ -386,3 +386,34 @@ def test_mean_of_plans_is_the_mean_of_the_individual_plans(planner, image, tmp_p
     g.save_pretrained(tmp_path / "p")
     assert GridPlanner.from_pretrained(tmp_path / "p", device="cpu").config.samples == 3
     assert PlannerConfig.from_dict({k: v for k, v in g.config.to_dict().items() if k != "samples"}).samples == 1
+
+
+def test_seed_none_is_zero_as_for_the_predictor(planner, image):
+    a = planner.plan(image, "push the block", seed=None, samples=1)
+    b = planner.plan(image, "push the block", seed=0, samples=1)
+    assert a.inputs["seed"] == 0 and np.array_equal(a.grid, b.grid)
+    for bad in (1.5, "3", True):
+        with pytest.raises(ConfigError, match="plan.seed: expected an integer or None"):
+            planner.plan(image, "x", seed=bad)
+
+
+def test_instruction_validated_and_normalised_once_at_the_boundary(planner, image):
+    with pytest.raises(InputError, match="instruction: contains control"):
+        planner.plan(image, "push\x1b[2Jthe block")
+    plain = planner.plan(image, "push the block", seed=2, samples=1)
+    spaced = planner.plan(image, "  push \n the   block ", seed=2, samples=1)
+    assert spaced.instruction == "push the block" and np.array_equal(plain.grid, spaced.grid)
+    blank = planner.plan(image, "   ", seed=2, samples=1)  # blank = no text, as None
+    assert blank.instruction is None and blank.inputs["modalities"] == []
+    assert np.array_equal(blank.grid, planner.plan(image, None, seed=2, samples=1).grid)
+
+
+def test_training_and_planning_share_the_planner_text_cache(planner):
+    planner.text_cache.clear()
+    states, pooled = planner.encode_text(["lift  the lid", None])
+    assert len(planner.text_cache) == 2  # "lift the lid" and the dropped text ""
+    again, _ = planner.encode_text(["lift the lid"])
+    assert len(planner.text_cache) == 2 and torch.equal(again[0], states[0])
+    fresh_states, fresh_pooled = planner.text.encode(["lift the lid", ""])
+    torch.testing.assert_close(states, fresh_states, rtol=0, atol=0)
+    torch.testing.assert_close(pooled, fresh_pooled, rtol=0, atol=0)

@@ -189,7 +189,7 @@ def test_text_embeddings_cached_and_equal_to_fresh_encoding(pred):
     torch.testing.assert_close(pred.encode_text(["open the box", "lift the lid", "open the box"]),
                                fresh[[1, 0, 1]])
     many = [f"move block {i}" for i in range(100)]  # more than the cache holds in one call
-    assert pred.encode_text(many).shape[0] == 100 and len(pred._text_cache) <= 64
+    assert pred.encode_text(many).shape[0] == 100 and len(pred.text_cache) <= 64
 
 
 def test_residual_target_turns_a_zero_change_into_a_copy(tmp_path):

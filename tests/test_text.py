@@ -8,9 +8,11 @@ from frameplan_core.errors import InputError, ModelError
 from frameplan_core.predictor.config import TINY_CLIP_TEXT
 from frameplan_core.text import (
     InstructionTruncatedWarning,
+    TextCache,
     build_clip_tokenizer,
     find_clip_bpe,
     load_text_encoder,
+    normalize_instruction,
     validate_instruction,
 )
 
@@ -60,7 +62,7 @@ def test_minilm_encoder_shapes_padding_and_determinism(minilm):
 
 def test_long_instruction_truncated_with_warning():
     enc = load_text_encoder("clip", config=TINY_CLIP_TEXT)
-    with pytest.warns(InstructionTruncatedWarning, match="truncated"):
+    with pytest.warns(InstructionTruncatedWarning, match="has 122 tokens, more than the clip encoder's 77: truncated"):
         e = enc.encode(["move the red block " * 30])
     assert e.shape == (1, 77, TINY_CLIP_TEXT["hidden_size"])
     with warnings.catch_warnings():
@@ -87,3 +89,69 @@ def test_unknown_kind_and_missing_folder(tmp_path):
         load_text_encoder("t5")
     with pytest.raises(ModelError, match="text_encoder"):
         load_text_encoder("clip", folder=tmp_path)
+
+
+class CountingTokenizer:
+    """The real tokenizer, counting the texts it tokenises (to check that an encode tokenises each text once)."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer, self.texts = tokenizer, 0
+
+    def __call__(self, texts, *args, **kwargs):
+        self.texts += len(texts)
+        return self.tokenizer(texts, *args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.tokenizer, name)
+
+
+@pytest.mark.parametrize("kind", ["clip", "minilm"])
+def test_one_tokenisation_gives_what_truncation_and_padding_give(kind, minilm):
+    enc = load_text_encoder("clip", config=TINY_CLIP_TEXT) if kind == "clip" else minilm
+    texts = ["strike the block with the hammer", "", "move the red block " * 30, "café ☕ 積む"]
+    want = enc.tokenizer(texts, truncation=True, max_length=77, padding="max_length", return_tensors="pt")
+    spy = CountingTokenizer(enc.tokenizer)
+    enc.tokenizer = spy
+    try:
+        with pytest.warns(InstructionTruncatedWarning, match="has 122 tokens"):
+            states, mask = enc.encode(texts, return_mask=True)
+    finally:
+        enc.tokenizer = spy.tokenizer
+    assert spy.texts == len(texts)  # each text tokenised once (it was twice)
+    ids, mask2 = enc.token_ids(texts[:2])
+    assert torch.equal(ids, want["input_ids"][:2]) and torch.equal(mask, want["attention_mask"])
+    assert torch.equal(mask2, want["attention_mask"][:2]) and states.shape[:2] == (4, 77)
+
+
+def test_normalisation_is_one_function():
+    assert normalize_instruction("  pose   le bloc\u0301\n ") == "pose le bloć"
+    assert validate_instruction("  pose   le bloc\u0301  ") == normalize_instruction("pose le bloc\u0301")
+    for blank in (None, "", "  \t"):  # the planner's optional instruction: no text
+        assert validate_instruction(blank, optional=True) is None
+    with pytest.raises(InputError, match="expected a string or None, got int"):
+        validate_instruction(3, optional=True)
+    with pytest.raises(InputError, match="control"):
+        validate_instruction("stop\x00now", optional=True)
+
+
+def test_text_cache_encodes_each_text_alone_keeps_recent_ones_and_follows_the_model():
+    calls = []
+
+    def encode(texts):
+        calls.append(list(texts))
+        x = torch.tensor([[float(len(t))] for t in texts])
+        return x, -x
+
+    cache = TextCache(encode, size=2)
+    states, pooled = cache.get(["ab", "c", "ab"], tag="cpu")
+    assert calls == [["ab"], ["c"]] and states.tolist() == [[2.0], [1.0], [2.0]] and pooled.tolist()[0] == [-2.0]
+    cache.get(["c", "dddd"], tag="cpu")  # "ab" is now the least recently used of three: dropped
+    assert len(cache) == 2 and calls[-1] == ["dddd"]
+    cache.get(["ab"], tag="cpu")
+    assert calls[-1] == ["ab"]
+    cache.get(["ab"], tag="cuda")  # the model moved: entries dropped, encoded again
+    assert calls[-1] == ["ab"] and len(calls) == 5 and len(cache) == 1
+    single = TextCache(lambda texts: torch.ones(len(texts), 3))
+    assert single.get(["x", "y"])[0].shape == (2, 3)
+    with pytest.raises(InputError, match="no texts"):
+        single.get([])

@@ -276,6 +276,17 @@ def test_predictor_training_lowers_loss_and_exports(ip2p, tmp_path, caplog):
     assert (tmp_path / "run" / "logs" / "metrics.csv").is_file()
 
 
+def test_predictor_module_uses_the_models_text_cache():
+    """One text cache: the trainer's embeddings come from the FramePredictor's (normalised, each text alone)."""
+    module = run.build_module("predictor", load_train_config("predictor", None, TINY))
+    p = module.predictor
+    p.text_cache.clear()
+    emb = module.text_embeddings(["lift  the lid", "", "lift the lid"])
+    assert emb.dtype == torch.float32 and len(p.text_cache) == 2 and p.text_cache.size >= 4096
+    assert torch.equal(emb[0], emb[2]) and not hasattr(module, "_text_cache")
+    assert torch.equal(emb[:2], p.text_encoder.encode(["lift the lid", ""]).float())
+
+
 def test_residual_target_fine_tune(ip2p, tmp_path):
     """target=residual on a saved frame-target model: the loss is taken on the change from the input (tested with
     the exact denoiser of "nothing changes"), the run exports a residual model and refuses a resume that flips it."""

@@ -18,6 +18,7 @@ from frameplan_training.config import PredictorTrainConfig
 from torch import nn
 
 log = logging.getLogger(__name__)
+TRAIN_TEXT_CACHE = 4096  # distinct instructions kept while training (each 77 x D floats)
 
 
 def load_predictor(cfg: PredictorTrainConfig, device: str = "cpu"):
@@ -75,7 +76,8 @@ class PredictorModule(FrameplanModule):
         if cfg.gradient_checkpointing:
             self.unet.enable_gradient_checkpointing()
         self.unet.train()
-        self._text_cache: dict[str, torch.Tensor] = {}
+        # the model's own text cache, large enough for a dataset's instructions (it holds 64 for a robot)
+        predictor.text_cache.size = max(predictor.text_cache.size, TRAIN_TEXT_CACHE)
 
     def trainable_named_parameters(self):
         return [(f"unet.{n}", p) for n, p in self.unet.named_parameters()]
@@ -84,12 +86,10 @@ class PredictorModule(FrameplanModule):
         return [self.vae, self.text_encoder]
 
     def text_embeddings(self, texts: list[str]) -> torch.Tensor:
-        """(B, L, D) text states; each distinct instruction is encoded once, alone (so values never depend on
-        batch composition, which keeps resumed runs bit-exact), and cached: the text encoder is frozen."""
-        missing = [t for t in dict.fromkeys(texts) if t not in self._text_cache]
-        for t in missing:
-            self._text_cache[t] = self.predictor.encode_text([t]).float()[0].cpu()
-        return torch.stack([self._text_cache[t] for t in texts]).to(self.device)
+        """(B, L, D) float32 text states from the model's text cache (frameplan_core.text.TextCache: each distinct
+        instruction encoded once and alone, so values never depend on batch composition and resumed runs stay
+        bit-exact)."""
+        return self.predictor.encode_text(texts).float().to(self.device)
 
     def compute_loss(self, batch: dict, generator: torch.Generator | list[torch.Generator],
                      train: bool) -> tuple[torch.Tensor, dict]:

@@ -124,7 +124,7 @@ def bench_tiny(args, device) -> list[dict]:
     rows = []
     for samples in [1] + ([n_mean] if n_mean > 1 else []):  # one plan first: comparable across models
         def run(samples=samples):
-            pl._text_cache.clear()  # time the text encoder too
+            pl.text_cache.clear()  # time the text encoder too
             pl.plan(img, "strike the block with the hammer", trajectory=[[100, 300], [320, 200], [500, 260]],
                     steps=steps, seed=0, samples=samples)
 
@@ -138,7 +138,7 @@ def bench_tiny(args, device) -> list[dict]:
                      "transformer_params_m": n_t / 1e6, "what": what})
     if args.compile:
         def one_plan():
-            pl._text_cache.clear()
+            pl.text_cache.clear()
             pl.plan(img, "strike the block with the hammer", trajectory=[[100, 300], [320, 200], [500, 260]],
                     steps=steps, seed=0, samples=1)
 

@@ -6,7 +6,9 @@ vector for the timestep/guidance embedding, as FLUX expects.
   (``text_encoder/``, ``tokenizer/``, ``text_encoder_2/``, ``tokenizer_2/``). A missing CLIP tokenizer is built from
   the shipped BPE vocabulary; a T5 tokenizer can be built offline with ``build_t5_tokenizer`` (tokenizers Unigram).
 
-A dropped (or absent) instruction is the empty string's embedding, as in training-time modality dropout."""
+A dropped (or absent) instruction is the empty string's embedding, as in training-time modality dropout. Texts
+arrive normalised (``frameplan_core.text.normalize_instruction``, applied by ``GridPlanner``) and are tokenised
+once per tokenizer."""
 from __future__ import annotations
 
 import json
@@ -19,9 +21,10 @@ from frameplan_core.errors import ModelError
 
 
 def _texts(texts: Sequence[str | None] | str | None) -> list[str]:
+    """One text or a list of them, None meaning the empty (dropped) text."""
     if texts is None or isinstance(texts, str):
         texts = [texts]
-    return ["" if t is None else " ".join(str(t).split()) for t in texts]
+    return ["" if t is None else t for t in texts]
 
 
 class MiniLMConditioner(torch.nn.Module):
@@ -48,9 +51,7 @@ class MiniLMConditioner(torch.nn.Module):
 
     @torch.no_grad()
     def forward(self, texts) -> tuple[torch.Tensor, torch.Tensor]:
-        texts = _texts(texts)
-        states = self.text.encode(texts)
-        _, mask = self.text.token_ids(texts)
+        states, mask = self.text.encode(_texts(texts), return_mask=True)
         m = mask.to(states.device, states.dtype).unsqueeze(-1)
         pooled = (states * m).sum(1) / m.sum(1).clamp_min(1.0)
         return states, pooled

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import numbers
-import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,6 +19,8 @@ from frameplan_core.image import ensure_rgb_uint8, fit
 from frameplan_core.planner import lora, model, sampling
 from frameplan_core.planner.chain import run_chain
 from frameplan_core.planner.config import MAX_SAMPLES, PlannerConfig
+from frameplan_core.seeds import check_seed, cpu_generator
+from frameplan_core.text import TextCache, normalize_instruction, validate_instruction
 from frameplan_core.trajectory import (
     Trajectory,
     as_trajectory,
@@ -38,7 +39,7 @@ class GridPlanner:
     def __init__(self, config: PlannerConfig, components: model.Components):
         self.config = config
         self._m = components
-        self._text_cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.text_cache = TextCache(lambda texts: self.text.encode(texts), TEXT_CACHE_SIZE)
 
     # ------------------------------------------------------------ construction
     @classmethod
@@ -213,18 +214,15 @@ class GridPlanner:
                         for i, f in enumerate(frames)])
 
     def encode_text(self, texts: Sequence[str | None]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, L, D) token states and (B, P) pooled vectors; None/'' is the dropped-text embedding. The text
-        encoder is frozen, so results are cached per string (training reuses a few thousand instructions)."""
-        keys = ["" if t is None else " ".join(str(t).split()) for t in texts]
-        missing = sorted({k for k in keys if k not in self._text_cache})
-        if missing:
-            states, pooled = self.text.encode(missing)
-            if len(self._text_cache) + len(missing) > TEXT_CACHE_SIZE:
-                self._text_cache.clear()
-            for i, k in enumerate(missing):
-                self._text_cache[k] = (states[i], pooled[i])
-        states = torch.stack([self._text_cache[k][0] for k in keys])
-        pooled = torch.stack([self._text_cache[k][1] for k in keys])
+        """(B, L, D) token states and (B, P) pooled vectors; None/'' is the dropped-text embedding. Texts are
+        normalised here (training's dataset text comes this way; ``plan`` validates and normalises at its boundary
+        and skips this); results are cached in ``text_cache`` (the encoder is frozen; training reuses a few
+        thousand instructions)."""
+        return self._embed(["" if t is None else normalize_instruction(str(t)) for t in texts])
+
+    def _embed(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``encode_text`` for texts already normalised ('' = no text)."""
+        states, pooled = self.text_cache.get(texts, (self.device, self.dtype))
         return states.to(self.device, self.dtype), pooled.to(self.device, self.dtype)
 
     def _latent_hw(self, grid_hw: tuple[int, int]) -> tuple[int, int]:
@@ -247,7 +245,7 @@ class GridPlanner:
         (their standard deviation in grey levels, uncertainty.py); None for one sample."""
         hw = self._latent_hw(cond_grid.shape[:2])
         cond = sampling.pack(sampling.encode(self.vae, cond_grid[None])).to(self.dtype).repeat(samples, 1, 1)
-        text, pooled = self.encode_text([instruction])
+        text, pooled = self._embed([instruction or ""])
         text, pooled = text.repeat(samples, 1, 1), pooled.repeat(samples, 1)
         tokens = sampling.sample(self.transformer, self.scheduler, cond, hw, text, pooled, steps, guidance, generator)
         if self.config.target == "residual":
@@ -261,11 +259,12 @@ class GridPlanner:
              adapter: str | None = None, chain: int = 1, samples: int | None = None) -> Plan:
         """Generate 8*chain + 1 frames (9 for one grid) in time order at cell resolution.
 
-        ``trajectory``: (N, 2) pixel points in ``image``'s coordinates, a Trajectory, or a dict (see
-        trajectory.as_trajectory); it is drawn on frame 1 of the first grid only. ``adapter``: use this LoRA for
-        this call only ('none' = base weights); None keeps the current selection. The observed frame replaces
-        cell 1 of each generated grid (it is an input, not a prediction). ``samples``: plans averaged per pixel
-        (default: the config's; PlannerConfig)."""
+        ``instruction``: checked and normalised like the predictor's (text.validate_instruction); None or a blank
+        string plans without text. ``seed``: None means 0, as for the predictor (seeds.py). ``trajectory``: (N, 2)
+        pixel points in ``image``'s coordinates, a Trajectory, or a dict (see trajectory.as_trajectory); it is drawn
+        on frame 1 of the first grid only. ``adapter``: use this LoRA for this call only ('none' = base weights);
+        None keeps the current selection. The observed frame replaces cell 1 of each generated grid (it is an
+        input, not a prediction). ``samples``: plans averaged per pixel (default: the config's; PlannerConfig)."""
         steps = self.config.steps if steps is None else steps
         if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
             raise InputError(f"steps={steps!r}: must be an integer >= 1")
@@ -278,16 +277,13 @@ class GridPlanner:
         if isinstance(samples, bool) or not isinstance(samples, numbers.Integral) or not 1 <= samples <= MAX_SAMPLES:
             raise InputError(f"samples={samples!r}: must be an integer in [1, {MAX_SAMPLES}]")
         samples = int(samples)
-        if instruction is not None:
-            if not isinstance(instruction, str):
-                raise InputError(f"instruction: expected a string or None, got {type(instruction).__name__}")
-            instruction = " ".join(instruction.split()) or None
-        seed = int(seed if seed is not None else int.from_bytes(os.urandom(4), "little"))
+        instruction = validate_instruction(instruction, "instruction", optional=True)
+        seed = check_seed(seed, "plan.seed")
         cell, drawn, pts = self.prepare_frame(image, trajectory)
         previous = self.active_adapter
         if adapter is not None:
             self.set_adapter(adapter)
-        gen = torch.Generator("cpu").manual_seed(seed)  # device-independent: same seed, same plan on CPU and GPU
+        gen = cpu_generator(seed)  # device-independent: same seed, same plan on CPU and GPU
         t0 = time.perf_counter()
         timings: dict[str, float] = {}
         spreads: list[np.ndarray] = []

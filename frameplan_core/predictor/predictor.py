@@ -4,9 +4,7 @@ The one object the CLI, the ROS node, the benchmark and the trainer use, so mode
 from __future__ import annotations
 
 import logging
-import operator
 import time
-from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
@@ -16,7 +14,7 @@ import torch
 
 from frameplan_core import atomic, uncertainty
 from frameplan_core.device import resolve_device, resolve_dtype
-from frameplan_core.errors import ConfigError, InputError, ModelError
+from frameplan_core.errors import InputError, ModelError
 from frameplan_core.image import fit, unfit_map
 from frameplan_core.predictor import compose as composition
 from frameplan_core.predictor import preprocess, sampling
@@ -32,28 +30,14 @@ from frameplan_core.predictor.model import (
     load_components,
     save_components,
 )
-from frameplan_core.text import validate_instruction
+from frameplan_core.seeds import check_seed, cpu_generator
+from frameplan_core.text import TextCache, normalize_instruction, validate_instruction
 from frameplan_core.types import Prediction
 
 log = logging.getLogger(__name__)
 
 TINY_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "predictor-tiny"
 TEXT_CACHE_SIZE = 64
-
-
-def check_seed(seed: object, where: str = "predict.seed") -> int:
-    """``None`` -> 0; otherwise an integer torch.Generator accepts (floats and strings are refused)."""
-    if seed is None:
-        return 0
-    try:
-        if isinstance(seed, bool):
-            raise TypeError
-        value = operator.index(seed)
-    except TypeError:
-        raise ConfigError(f"{where}: expected an integer or None, got {seed!r}") from None
-    if not -(2**63) <= value < 2**64:
-        raise ConfigError(f"{where}: {value} is outside the 64-bit range of a torch.Generator seed")
-    return value
 
 
 class FramePredictor:
@@ -68,7 +52,7 @@ class FramePredictor:
         self.source = components.source
         self._schedulers: dict[str, object] = {}
         self._uncond: torch.Tensor | None = None
-        self._text_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self.text_cache = TextCache(lambda texts: self.text_encoder.encode(texts), TEXT_CACHE_SIZE)
         self.last_timings: dict[str, float] = {}
         self.to(device, dtype)
 
@@ -130,7 +114,7 @@ class FramePredictor:
         if dev.type == "cuda":
             self.unet.to(memory_format=torch.channels_last)
         self._uncond = None
-        self._text_cache = OrderedDict()
+        self.text_cache.clear()
         return self
 
     def set_vae(self, vae) -> FramePredictor:
@@ -185,27 +169,19 @@ class FramePredictor:
         return self.vae.decode(latents.to(self.dtype) / self.vae.config.scaling_factor).sample
 
     def encode_text(self, instructions: Sequence[str]) -> torch.Tensor:
-        """(B, L, D) text states. A robot repeats one instruction frame after frame, so embeddings of recent
-        instructions are cached (the encoder is frozen; the cache is dropped when the model moves)."""
-        cache = self._text_cache
-        if cache and (next(iter(cache.values())).device != self.device
-                      or next(iter(cache.values())).dtype != self.dtype):
-            cache.clear()  # the parts were moved behind our back (e.g. by Lightning)
-        missing = [t for t in dict.fromkeys(instructions) if t not in cache]
-        if missing:
-            for t, e in zip(missing, self.text_encoder.encode(missing).to(self.device, self.dtype)):
-                cache[t] = e
-        out = torch.stack([cache[t] for t in instructions])
-        for t in instructions:
-            cache.move_to_end(t)
-        while len(cache) > TEXT_CACHE_SIZE:
-            cache.popitem(last=False)
-        return out
+        """(B, L, D) text states of instructions, normalised here (training's dataset text comes this way;
+        ``predict`` validates and normalises at its boundary and skips this). Cached in ``text_cache`` (the
+        encoder is frozen; the cache is dropped when the model moves, also when a trainer moves its parts)."""
+        return self._embed([normalize_instruction(t) for t in instructions])
+
+    def _embed(self, texts: Sequence[str]) -> torch.Tensor:
+        """``encode_text`` for texts already normalised."""
+        return self.text_cache.get(texts, (self.device, self.dtype))[0].to(self.device, self.dtype)
 
     def uncond_embedding(self) -> torch.Tensor:
         u = self._uncond
         if u is None or u.device != self.device or u.dtype != self.dtype:  # moved behind our back (Lightning)
-            self._uncond = self.encode_text([""])
+            self._uncond = self._embed([""])
         return self._uncond
 
     def inference_scheduler(self, name: str):
@@ -238,7 +214,8 @@ class FramePredictor:
                       samples: int | None = None, compose: int | None = None,
                       return_uncertainty: bool = False) -> list[np.ndarray] | list[Prediction]:
         """Batched prediction: one UNet forward per step for all images, guidance passes and ``samples`` (averaged
-        per image, SamplingConfig). ``seed=None`` means seed 0, so repeated calls are reproducible.
+        per image, SamplingConfig). ``seed=None`` means seed 0, so repeated calls are reproducible (seeds.py, the
+        same for the planner).
         ``return_uncertainty``: Predictions (frame + uncertainty map at the frame's geometry + confidence, from
         the same samples) instead of bare frames; with one sample their maps are None, with a note."""
         t0 = time.perf_counter()
@@ -261,10 +238,11 @@ class FramePredictor:
         x = preprocess.to_model(imgs, self.config.resolution, self.config.crop, self.device, self.dtype)
         t1 = time.perf_counter()
         image_latents = self.encode_image_latents(x)
-        text_emb, uncond = self.encode_text(texts), self.uncond_embedding()
+        text_emb, uncond = self._embed(texts), self.uncond_embedding()
         t2 = time.perf_counter()
         # seeded noise comes from a CPU generator: the same seed gives the same prediction on CPU and GPU
-        gen = torch.Generator("cpu").manual_seed(check_seed(seed))
+        seed = check_seed(seed, "predict.seed")
+        gen = cpu_generator(seed)
         n = len(imgs)
         if s.samples > 1:  # sample-major copies: rows k*n .. k*n+n-1 are sample k of every image
             image_latents, text_emb = image_latents.repeat(s.samples, 1, 1, 1), text_emb.repeat(s.samples, 1, 1)
@@ -296,7 +274,7 @@ class FramePredictor:
         if not return_uncertainty:
             return out
         inputs = {"steps": s.steps, "sampler": s.sampler, "text_scale": s.text_scale, "image_scale": s.image_scale,
-                  "samples": s.samples, "compose": s.compose, "seed": check_seed(seed), "output_size": output_size}
+                  "samples": s.samples, "compose": s.compose, "seed": seed, "output_size": output_size}
         return [Prediction(image=o, instruction=t, inputs=dict(inputs), timings=dict(self.last_timings),
                            uncertainty=None if spreads is None else spreads[i],
                            confidence=None if spreads is None else uncertainty.confidence(spreads[i]),
