@@ -161,7 +161,7 @@ class SimRobot:
         for cmd in _chain(pending, commands):
             if stop.is_set():
                 return
-            obs = env.step(cmd, ticks=1, render=(env.tick + 1) % save == 0)
+            obs = env.step(cmd, ticks=1, interpolate=False, render=(env.tick + 1) % save == 0)
             if obs.rendered:
                 index += 1
                 new = obs.segment if obs.segment != said else None

@@ -124,6 +124,7 @@ def _foresight_diag(probe):
     return {}
 
 
+@pytest.mark.slow
 def test_compressed_replay_drives_the_foresight_node_and_bad_messages_are_counted(tmp_path):
     from test_ros_sim_bridge import _write_episode
 

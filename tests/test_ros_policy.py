@@ -105,6 +105,23 @@ def test_runner_fed_a_rollouts_frames_gives_its_goals_and_commands(models, goal_
         assert d.steps == k * cfg.execute
 
 
+def test_a_goal_free_policy_runs_without_goal_model_or_instruction(models):
+    from frameplan_core.policy import GoalPolicy, PolicyConfig
+    from frameplan_core.policy.rollout import RolloutConfig
+    from frameplan_ros.policy_runner import PolicyModels, PolicyRunner
+
+    base = GoalPolicy.from_pretrained(models["policy"], device="cpu")
+    cfg = PolicyConfig.from_dict({**base.config.to_dict(), "goal": False, "name": "tiny-nogoal"})
+    runner = PolicyRunner(PolicyModels(GoalPolicy.from_config(cfg, seed=1), None, "predictor"),
+                          RolloutConfig(execute=2, gripper="continuous"))
+    image = np.zeros((120, 160, 3), np.uint8)
+    d = runner.step(image, REST, None, 5.0)
+    assert d.goal is None and not d.new_goal and d.commands.shape == (8, 16)
+    assert not set(d.commands[:, 7]) <= {0.0, 1.0}  # continuous grippers are sent as predicted
+    assert runner.step(image, REST, None, 5.0 + STEP) is None  # 1 step later: not due (execute 2)
+    assert runner.step(image, REST, None, 5.0 + 2 * STEP).steps == 2
+
+
 # ---------------------------------------------------------------- the node, in this process
 @pytest.fixture
 def ctx():
