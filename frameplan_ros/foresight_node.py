@@ -389,8 +389,8 @@ class ForesightNode(ManagedNode, LifecycleNode):
         if key == self._loaded_key and self.model is not None:
             return True
         t0 = time.monotonic()
-        what = f"{key[0]} model {one_line(key[1] or '(embedded)')}" + (
-            f" with policy {one_line(key[3] or '(embedded)')}" if key[0] == "policy" else "")
+        what = f"{key[0]} model {one_line(key[1] or '(embedded)')}" if key[0] != "policy" else (
+            f"policy {one_line(key[3] or '(embedded)')} with {key[4]} goals ({one_line(key[1] or '(embedded)')})")
         try:
             model = load_model(*key)
         except (FrameplanError, ImportError, OSError, RuntimeError, ValueError) as exc:
