@@ -169,11 +169,14 @@ class TextEncoder(torch.nn.Module):
         warns when a text had to be truncated."""
         batch = self.tokenizer(list(texts), truncation=True, max_length=self.max_length, padding="max_length",
                                return_tensors="pt", return_special_tokens_mask=True)
-        for t, enc in zip(texts, batch.encodings or []):
-            if enc.overflowing:  # the tokens cut off, in pieces of max_length (with special tokens and padding)
-                n = self.tokenizer.num_special_tokens_to_add() + sum(
-                    sum(1 for m, s in zip(e.attention_mask, e.special_tokens_mask) if m and not s)
-                    for e in (enc, *enc.overflowing))
+        if batch.encodings is not None:  # a Rust tokenizer keeps what it cut off, in pieces of max_length
+            counts = [self.tokenizer.num_special_tokens_to_add() + sum(
+                sum(1 for m, s in zip(e.attention_mask, e.special_tokens_mask) if m and not s)
+                for e in (enc, *enc.overflowing)) if enc.overflowing else 0 for enc in batch.encodings]
+        else:  # a pure-Python tokenizer: count in a second, untruncated pass
+            counts = [len(ids) for ids in self.tokenizer(list(texts), truncation=False, padding=False)["input_ids"]]
+        for t, n in zip(texts, counts):
+            if n > self.max_length:
                 msg = (f"instruction has {n} tokens, more than the {self.kind} encoder's {self.max_length}: "
                        f"truncated to {t[:60]!r}...")
                 warnings.warn(msg, InstructionTruncatedWarning, stacklevel=3)

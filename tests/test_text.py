@@ -155,3 +155,20 @@ def test_text_cache_encodes_each_text_alone_keeps_recent_ones_and_follows_the_mo
     assert single.get(["x", "y"])[0].shape == (2, 3)
     with pytest.raises(InputError, match="no texts"):
         single.get([])
+
+
+def test_truncation_is_reported_by_a_tokenizer_without_rust_encodings():
+    """A pure-Python tokenizer keeps no overflow: the length is counted in a second pass, and still warned about."""
+    from transformers import BatchEncoding
+
+    enc = load_text_encoder("clip", config=TINY_CLIP_TEXT)
+    real = enc.tokenizer
+
+    class PythonTokenizer(CountingTokenizer):
+        def __call__(self, texts, *args, **kwargs):
+            return BatchEncoding(dict(super().__call__(texts, *args, **kwargs)))  # drops .encodings
+
+    enc.tokenizer = PythonTokenizer(real)
+    with pytest.warns(InstructionTruncatedWarning, match="has 122 tokens"):
+        ids, _ = enc.token_ids(["move the red block " * 30, "short"])
+    assert enc.tokenizer.texts == 4 and ids.shape == (2, 77)
