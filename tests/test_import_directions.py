@@ -24,7 +24,7 @@ FORBIDDEN = {
 # list; an entry that no longer matches anything fails the test, so it cannot go stale.
 ALLOWED: dict[str, set[str]] = {
     "frameplan_core/cli.py": {"frameplan_training", "frameplan_ros", "frameplan_core.scripts", "frameplan_core.bench"},
-    "frameplan_core/bench/cli.py": {"frameplan_ros", "frameplan_core.bench"},
+    "frameplan_core/bench/cli.py": {"frameplan_ros"},
     "frameplan_core/bench/sim.py": {"frameplan_core.cli"},
     "frameplan_core/scripts/collect.py": {"frameplan_core.cli"},
     "frameplan_core/scripts/demo.py": {"frameplan_core.cli", "rclpy"},
@@ -84,7 +84,8 @@ def violations() -> tuple[list[str], dict[str, set[str]]]:
             tree = ast.parse(path.read_text(encoding="utf-8"), filename=rel)
             module = _module_of(path, src, name)
             for line, dotted in _names(tree, module, path.name == "__init__.py"):
-                for hit in _hits(dotted, forbidden):
+                # a CLI package naming its own modules (bench/ -> bench.memory) crosses no layer
+                for hit in _hits(dotted, forbidden) - _hits(module, forbidden):
                     if hit in ALLOWED.get(rel, set()):
                         used.setdefault(rel, set()).add(hit)
                     else:
