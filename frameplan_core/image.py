@@ -158,6 +158,13 @@ def encode_image(image: np.ndarray, ext: str = ".png", quality: int = 95) -> byt
     return buf.tobytes()
 
 
+def gif_bytes(frames: Sequence[np.ndarray], fps: float) -> bytes:
+    """An endlessly looping animated GIF of RGB uint8 frames (a plan's frames, a rollout's panels)."""
+    import imageio.v3 as iio
+
+    return iio.imwrite("<bytes>", list(frames), extension=".gif", duration=round(1000 / fps), loop=0)
+
+
 def write_image(path: str | Path, image: np.ndarray, quality: int = 95) -> Path:
     """Write RGB uint8 atomically; format from the suffix (.png, .jpg)."""
     path = Path(path)

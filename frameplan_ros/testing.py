@@ -1,5 +1,6 @@
 """Helpers to drive nodes over real DDS from tests and benchmarks: start a node as a separate process, and a
-probe node (own context, own spin thread) that publishes inputs and records what comes back."""
+probe node (own context, own spin thread) that publishes inputs and records what comes back. ``config_path``
+(frameplan_core.paths) is re-exported for them."""
 from __future__ import annotations
 
 import os
@@ -13,41 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-CONFIG_DIR = ROOT / "config"
-
-
-def _install_prefixes() -> list[Path]:
-    """Prefixes a non-editable install may have put ``share/frameplan_ros`` under (setup.py data_files): the one
-    holding this module (``<prefix>/lib/python3.X/site-packages/frameplan_ros``: pip --prefix/--user, a venv, a
-    colcon install space), then the interpreter's."""
-    here = Path(__file__).resolve().parent
-    out = []
-    if len(here.parents) > 3 and here.parents[0].name in ("site-packages", "dist-packages"):
-        out.append(here.parents[3])
-    out += [Path(sys.prefix), Path(sys.base_prefix)]
-    return list(dict.fromkeys(out))
-
-
-def config_path(name: str) -> Path:
-    """A file of config/ in the source tree, else in the installed share folder (colcon/ament, or the
-    ``<prefix>/share/frameplan_ros/config`` a pip install writes)."""
-    p = CONFIG_DIR / name
-    if p.is_file():
-        return p
-    try:
-        from ament_index_python.packages import get_package_share_directory
-
-        found = Path(get_package_share_directory("frameplan_ros")) / "config" / name
-        if found.is_file():
-            return found
-    except Exception:  # noqa: BLE001 -- no ament index (plain pip install): look in the install prefixes below
-        pass
-    for prefix in _install_prefixes():
-        found = prefix / "share" / "frameplan_ros" / "config" / name
-        if found.is_file():
-            return found
-    return p
+from frameplan_core.paths import config_path  # noqa: F401 -- tests and benchmarks find config/ files through here
 
 
 class NodeProcess:

@@ -28,8 +28,6 @@ ALLOWED: dict[str, set[str]] = {
     "frameplan_core/bench/sim.py": {"frameplan_core.cli"},
     "frameplan_core/scripts/collect.py": {"frameplan_core.cli"},
     "frameplan_core/scripts/demo.py": {"frameplan_core.cli", "rclpy"},
-    "frameplan_core/policy/rollout.py": {"frameplan_core.scripts"},  # gif_bytes lives in scripts/plan.py
-    "training/scripts/train.py": {"frameplan_ros"},
 }
 
 

@@ -421,8 +421,7 @@ class RolloutRun:
         return self.out / "results.json"
 
     def write_media(self, res: EpisodeResult, media: Media) -> None:
-        from frameplan_core.image import contact_sheet, write_image
-        from frameplan_core.scripts.plan import gif_bytes
+        from frameplan_core.image import contact_sheet, gif_bytes, write_image
 
         panels = media.panels()
         pick = sorted({round(i * (len(panels) - 1) / 7) for i in range(8)}) if len(panels) > 1 else [0]

@@ -53,18 +53,12 @@ def read_trajectory(path: str | Path):
         raise InputError(f"{path}: {exc}") from None
 
 
-def gif_bytes(frames, fps: float) -> bytes:
-    import imageio.v3 as iio
-
-    return iio.imwrite("<bytes>", list(frames), extension=".gif", duration=round(1000 / fps), loop=0)
-
-
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from frameplan_core import atomic, grid, uncertainty
     from frameplan_core.errors import InputError
-    from frameplan_core.image import encode_image, read_image
+    from frameplan_core.image import encode_image, gif_bytes, read_image
     from frameplan_core.planner import GridPlanner
 
     out = Path(args.out)

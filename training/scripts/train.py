@@ -29,11 +29,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def default_config(kind: str):
-    """config/train_<kind>.yaml in the cwd, else where ``frameplan_ros.testing.config_path`` finds the shipped configs
+    """config/train_<kind>.yaml in the cwd, else where ``frameplan_core.paths.config_path`` finds the shipped configs
     (the source tree, the ament index, or the share folder of a pip install); None when there is none."""
     from pathlib import Path
 
-    from frameplan_ros.testing import config_path
+    from frameplan_core.paths import config_path
 
     name = f"train_{kind}.yaml"
     for p in (Path.cwd() / "config" / name, config_path(name)):
