@@ -108,7 +108,7 @@ def test_episode_without_camera_matrices_gets_no_trajectory(tmp_path, caplog):
     for e in range(2):
         write_episode(root, "block_hammer_beat", e, n, h, w, matrices=False)
     dst = tmp_path / "grid"
-    with caplog.at_level(logging.WARNING, logger="frameplan_core.scripts.convert"):
+    with caplog.at_level(logging.WARNING, logger="frameplan_core.data.convert"):
         assert main(["convert", "robotwin", str(root), "--to", "grid", str(dst), "--val-fraction", "0"]) == 0
     ds = GridDataset(dst)
     assert len(ds) == 2 and all("trajectory" not in ds[i].meta for i in range(2))

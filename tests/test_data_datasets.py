@@ -121,6 +121,34 @@ def test_convert_grid_end_to_end(source, tmp_path):
         ip2p.IP2PDataset(dst)
 
 
+def test_convert_as_a_library_call(source, tmp_path):
+    """data/convert.py without the CLI: the same dataset as `frameplan convert`, a result that says what it wrote,
+    option errors naming the option, and an unreadable episode as BadEpisode unless skip_bad."""
+    from frameplan_core.data.convert import BadEpisode, ConvertOptions, convert
+
+    root, lengths = source
+    opts = ConvertOptions(to="ip2p", interval=10, val_fraction=0.34, seed=3)
+    r = convert(root, tmp_path / "lib", opts, progress=False)
+    assert main(["convert", "robotwin", str(root), "--to", "ip2p", str(tmp_path / "cli"), "--interval", "10",
+                 "--val-fraction", "0.34", "--seed", "3"]) == 0
+    files = sorted(p.relative_to(tmp_path / "lib") for p in (tmp_path / "lib").rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(tmp_path / "cli") for p in (tmp_path / "cli").rglob("*") if p.is_file())
+    assert r.samples == len(ip2p.IP2PDataset(tmp_path / "lib")) == sum(len(range(0, n - 10, 10))
+                                                                        for n in lengths.values())
+    assert r.episodes_found == len(lengths) and sum(r.converted.values()) == len(lengths) and not r.skipped
+    assert r.lines()[0].startswith(f"frameplan convert: wrote {r.samples} pairs to {tmp_path / 'lib'}")
+    assert [len(r.split_episodes[s]) for s in ("train", "val")] == [5, 2]
+    with pytest.raises(DataError, match=r"convert stride=0: must be >= 1"):
+        convert(root, tmp_path / "x", ConvertOptions(stride=0))
+    bad = root / "block_hammer_beat_D435_pkl" / "episode1" / "0.pkl"
+    bad.write_bytes(b"not a pickle")
+    with pytest.raises(BadEpisode, match="0.pkl"):
+        convert(root, tmp_path / "y", opts, progress=False)
+    assert not (tmp_path / "y").exists()
+    r = convert(root, tmp_path / "y", ConvertOptions(to="grid", skip_bad=True), progress=False)
+    assert [p for p, _ in r.skipped] == [str(bad.parent)] and r.samples == len(lengths) - 1
+
+
 def test_folder_dataset_png_round_trip_and_foreign_layout(tmp_path):
     rng = np.random.default_rng(0)
     pairs = [(rng.integers(0, 256, (8, 10, 3), dtype=np.uint8), rng.integers(0, 256, (8, 10, 3), dtype=np.uint8))

@@ -230,8 +230,8 @@ def test_convert_both_pairings_share_splits(episodes, tmp_path):
 def test_convert_pairing_is_for_ip2p_only(episodes, tmp_path, capsys):
     assert main(["convert", "robotwin", str(episodes), "--to", "grid", str(tmp_path / "g"), "--pairing",
                  "segment"]) == 1
-    assert "--pairing segment applies to --to ip2p only" in capsys.readouterr().err
+    assert "convert pairing='segment': applies to ip2p datasets only" in capsys.readouterr().err
     assert main(["convert", "robotwin", str(episodes), "--to", "ip2p", str(tmp_path / "s"),
                  "--min-segment-frames", "0"]) == 1
-    assert "--min-segment-frames must be >= 1" in capsys.readouterr().err
+    assert "convert min_segment_frames=0: must be >= 1" in capsys.readouterr().err
     assert not (tmp_path / "g").exists() and not (tmp_path / "s").exists()
