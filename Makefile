@@ -20,7 +20,7 @@ test-fast: setup
 	$(PY) -m pytest -q -m "not slow"
 
 lint: setup
-	$(VENV)/bin/ruff check frameplan_core frameplan_ros training tests
+	$(VENV)/bin/ruff check frameplan_core frameplan_ros frameplan_cli training tests
 
 clean:
 	rm -rf out ros2_ws/build ros2_ws/install ros2_ws/log

@@ -38,8 +38,11 @@ setup(
     description="Visual foresight for ROS 2 robots: future-frame prediction and 3x3 grid visual plans",
     license="Apache-2.0",
     python_requires=">=3.10",
-    # training/ is installed as frameplan_training, with its subpackages (scripts: `frameplan train/export/eval`)
-    packages=find_packages(include=["frameplan_core", "frameplan_core.*", "frameplan_ros", "frameplan_ros.*"])
+    # frameplan_core (libraries), frameplan_ros (nodes), frameplan_cli (the `frameplan` command, its verbs and
+    # benchmarks); training/ is installed as frameplan_training, with its subpackages (scripts: `frameplan
+    # train/export/eval`)
+    packages=find_packages(include=["frameplan_core", "frameplan_core.*", "frameplan_ros", "frameplan_ros.*",
+                                    "frameplan_cli", "frameplan_cli.*"])
     + ["frameplan_training"] + [f"frameplan_training.{p}" for p in find_packages("training")],
     package_dir={"frameplan_training": "training"},
     include_package_data=True,
@@ -73,7 +76,7 @@ setup(
     zip_safe=False,
     entry_points={
         "console_scripts": [
-            "frameplan = frameplan_core.cli:main",
+            "frameplan = frameplan_cli.main:main",
             "foresight_node = frameplan_ros.foresight_node:main",
             "sim_bridge_node = frameplan_ros.sim_bridge_node:main",
         ],

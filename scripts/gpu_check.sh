@@ -151,10 +151,10 @@ s_tests() {
 
 s_bench_predictor() {
     if [ "$MODE" = gpu ]; then
-        "$PY" -m frameplan_core.cli bench predictor --preset sd15 --device cuda --dtype bf16 --repeats 5 --paper-repeats 2 \
+        "$PY" -m frameplan_cli bench predictor --preset sd15 --device cuda --dtype bf16 --repeats 5 --paper-repeats 2 \
             --psnr-images 2 --batch 4 --json "$WORK/bench_predictor.json"
     else
-        "$PY" -m frameplan_core.cli bench predictor --preset tiny --device cpu --dtype bf16 --threads 1 --repeats 1 \
+        "$PY" -m frameplan_cli bench predictor --preset tiny --device cpu --dtype bf16 --threads 1 --repeats 1 \
             --paper-repeats 1 --paper-steps 3 --psnr-images 1 --batch 1 --samples 1 --steps 2 \
             --json "$WORK/bench_predictor.json"
     fi
@@ -162,10 +162,10 @@ s_bench_predictor() {
 
 s_bench_planner() {
     if [ "$MODE" = gpu ]; then
-        "$PY" -m frameplan_core.cli bench planner --device cuda --dtype bf16 --repeats 2 --warmup 1 \
+        "$PY" -m frameplan_cli bench planner --device cuda --dtype bf16 --repeats 2 --warmup 1 \
             --json "$WORK/bench_planner.json"
     else
-        "$PY" -m frameplan_core.cli bench planner --device cpu --dtype bf16 --threads 1 --cell-size 32 --steps 2 --repeats 1 \
+        "$PY" -m frameplan_cli bench planner --device cpu --dtype bf16 --threads 1 --cell-size 32 --steps 2 --repeats 1 \
             --warmup 0 --samples 1 --flux-config "$FLUX_TINY" --no-anchor --json "$WORK/bench_planner.json"
     fi
 }
@@ -186,7 +186,7 @@ s_train() {
         args+=(--set accelerator=cpu --set batch_size=2 --set num_workers=0 --set max_steps=3 --set warmup_steps=1
                --set log_every_n_steps=1)
     fi
-    "$PY" -m frameplan_core.cli train predictor --config config/train_predictor.yaml --data "$data" --out "$WORK/train" \
+    "$PY" -m frameplan_cli train predictor --config config/train_predictor.yaml --data "$data" --out "$WORK/train" \
         "${args[@]}"
 }
 
@@ -195,18 +195,18 @@ eval_model() {  # eval_model MODEL OUTNAME
     data=$(cat "$WORK/data_path.txt") || { echo "no dataset (the data stage failed)"; return 1; }
     [ -d "$1" ] || { echo "no model at $1 (the train stage failed)"; return 1; }
     if [ "$MODE" = gpu ]; then extra=(--batch-size 32); else extra=(--max-samples 2 --steps 2 --samples 1 --batch-size 2); fi
-    "$PY" -m frameplan_core.cli eval predictor --model "$1" --data "$data" --split val --out "$WORK/$2" "${extra[@]}"
+    "$PY" -m frameplan_cli eval predictor --model "$1" --data "$data" --split val --out "$WORK/$2" "${extra[@]}"
 }
 s_eval_trained() { eval_model "$WORK/train/model" eval_trained; }
 s_eval_embedded() { eval_model "$EMBEDDED" eval_embedded; }
 
 s_bench_predictor_compiled() {
     if [ "$MODE" = gpu ]; then
-        "$PY" -m frameplan_core.cli bench predictor --preset sd15 --device cuda --dtype bf16 --compile --compile-mode default \
+        "$PY" -m frameplan_cli bench predictor --preset sd15 --device cuda --dtype bf16 --compile --compile-mode default \
             --repeats 5 --paper-repeats 0 --psnr-images 0 --batch 1 --samples 1 \
             --json "$WORK/bench_predictor_compiled.json"
     else
-        "$PY" -m frameplan_core.cli bench predictor --preset tiny --device cpu --dtype bf16 --threads 1 --compile \
+        "$PY" -m frameplan_cli bench predictor --preset tiny --device cpu --dtype bf16 --threads 1 --compile \
             --compile-mode default --compile-backend eager --repeats 1 --paper-repeats 0 --psnr-images 0 --batch 1 \
             --samples 1 --steps 2 --json "$WORK/bench_predictor_compiled.json"
     fi
@@ -214,10 +214,10 @@ s_bench_predictor_compiled() {
 
 s_bench_planner_compiled() {
     if [ "$MODE" = gpu ]; then
-        "$PY" -m frameplan_core.cli bench planner --device cuda --dtype bf16 --compile --compile-mode default --no-anchor \
+        "$PY" -m frameplan_cli bench planner --device cuda --dtype bf16 --compile --compile-mode default --no-anchor \
             --samples 1 --repeats 2 --warmup 1 --json "$WORK/bench_planner_compiled.json"
     else
-        "$PY" -m frameplan_core.cli bench planner --device cpu --dtype bf16 --threads 1 --cell-size 32 --steps 2 --repeats 1 \
+        "$PY" -m frameplan_cli bench planner --device cpu --dtype bf16 --threads 1 --cell-size 32 --steps 2 --repeats 1 \
             --warmup 0 --samples 1 --flux-config "$FLUX_TINY" --no-anchor --compile --compile-backend eager \
             --json "$WORK/bench_planner_compiled.json"
     fi

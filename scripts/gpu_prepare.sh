@@ -80,7 +80,7 @@ if [ "$DO_DATA" = 1 ]; then
         trap 'rm -rf "$SUB"' EXIT
         # shellcheck disable=SC2086  # TASKS is a list of task names
         "$PY" scripts/gpu_tools.py subset "$SRC" "$SUB/episodes" --episodes "$EPISODES" ${TASKS:+--tasks $TASKS}
-        CONVERT=(-m frameplan_core.cli convert robotwin "$SUB/episodes" --to ip2p .gpu/data.new --interval 50
+        CONVERT=(-m frameplan_cli convert robotwin "$SUB/episodes" --to ip2p .gpu/data.new --interval 50
                  --stride 10 --pairing "$PAIRING" --val-fraction "$VAL" --test-fraction 0 --skip-bad)
         if [ -n "$KEEP" ]; then CONVERT+=(--keep-splits "$KEEP"); fi
         nice "$PY" "${CONVERT[@]}"

@@ -1,4 +1,4 @@
-"""Test helper for tests/test_ddp.py: run the real ``frameplan train`` command (``frameplan_core.cli.main``) in a
+"""Test helper for tests/test_ddp.py: run the real ``frameplan train`` command (``frameplan_cli.main.main``) in a
 process that records what each rank saw, for checks that cannot be made from the run folder alone.
 
   python tests/ddp_worker.py TRACE_DIR -- train predictor --data D --out O --set strategy=ddp --set devices=2 ...
@@ -86,7 +86,7 @@ def main() -> int:
 
     rec = Recorder(trace_dir)
     run.train = functools.partial(run.train, extra_callbacks=[rec])  # the CLI looks it up when it runs
-    from frameplan_core.cli import main as cli_main
+    from frameplan_cli.main import main as cli_main
 
     rc = cli_main(argv)
     trainer = rec.trainer

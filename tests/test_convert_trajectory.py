@@ -7,7 +7,7 @@ import numpy as np
 from frameplan_training.datasets import GridSampleDataset, trajectory_from_meta
 
 from frameplan_core import grid
-from frameplan_core.cli import main
+from frameplan_cli.main import main
 from frameplan_core.data import robotwin
 from frameplan_core.data.grid_samples import GridDataset
 

@@ -12,7 +12,7 @@ import h5py
 import numpy as np
 import pytest
 
-from frameplan_core.cli import main
+from frameplan_cli.main import main
 from frameplan_core.data import ip2p, robotwin, robotwin2
 from frameplan_core.errors import DataError
 
@@ -252,7 +252,7 @@ def _start_blocked_conversion(tmp_path):
     fifo = robotwin.episode_dir(tmp_path / "src", "block_hammer_beat", "D435", 3) / "10.pkl"
     fifo.unlink()
     os.mkfifo(fifo)
-    proc = subprocess.Popen([sys.executable, "-m", "frameplan_core.cli", "convert", "robotwin", str(tmp_path / "src"),
+    proc = subprocess.Popen([sys.executable, "-m", "frameplan_cli", "convert", "robotwin", str(tmp_path / "src"),
                              "--to", "ip2p", str(tmp_path / "d"), "--interval", "10"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120

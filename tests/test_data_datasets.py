@@ -7,7 +7,7 @@ import torch
 from safetensors.numpy import save_file
 
 from frameplan_core import grid
-from frameplan_core.cli import main
+from frameplan_cli.main import main
 from frameplan_core.data import instructions, ip2p, robotwin, robotwin2, splits
 from frameplan_core.data.grid_samples import GridDataset
 from frameplan_core.errors import DataError
@@ -226,7 +226,7 @@ def test_splits_deterministic_disjoint_order_independent():
 
 def test_inspect_every_kind(source, tmp_path, capsys):
     root, _ = source
-    from frameplan_core.scripts.inspect import describe
+    from frameplan_cli.verbs.inspect import describe
 
     dst = tmp_path / "ip2p"
     assert main(["convert", "robotwin", str(root), "--to", "ip2p", str(dst), "--interval", "10"]) == 0

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from frameplan_core.cli import main
+from frameplan_cli.main import main
 from frameplan_core.data import instructions, ip2p, pairs, robotwin, robotwin2
 from frameplan_core.errors import DataError
 

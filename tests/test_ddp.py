@@ -161,7 +161,7 @@ def _equal_states(a: dict, b: dict) -> list[str]:
 
 
 def _check_export(kind: str, ckpt: Path, run_model: Path, out: Path) -> None:
-    from frameplan_core.cli import main
+    from frameplan_cli.main import main
 
     assert main(["export", kind, "--checkpoint", str(ckpt), "--out", str(out)]) == 0
     image = np.zeros((48, 64, 3), np.uint8)

@@ -32,7 +32,7 @@ def tiny_predictor(tmp_path_factory):
 
 
 def test_eval_predictor_report_has_baseline_and_changed_region(data, tiny_predictor, tmp_path, capsys):
-    from frameplan_core.cli import main
+    from frameplan_cli.main import main
     from frameplan_core.image import read_image
 
     ip2p, _ = data
@@ -207,7 +207,7 @@ def test_eval_segment_pairs_by_kind_with_step_paraphrases(tiny_predictor, tmp_pa
     from frameplan_training.evaluation import evaluate_predictor
     from frameplan_training.synthetic import episode_frames
 
-    from frameplan_core.cli import main
+    from frameplan_cli.main import main
     from frameplan_core.data import robotwin
     from frameplan_core.data.instructions import STEP_PARAPHRASES, TEMPLATES
     from frameplan_core.predictor import FramePredictor

@@ -35,13 +35,13 @@ def test_package_xml_exec_depends():
 
 
 def test_cli_help_for_every_verb():
-    from frameplan_core.cli import build_parser
+    from frameplan_cli.main import build_parser
 
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "verb")
     assert "bench" in sub.choices
     for verb in sub.choices:
-        out = subprocess.run([sys.executable, "-m", "frameplan_core.cli", verb, "--help"], capture_output=True, text=True)
+        out = subprocess.run([sys.executable, "-m", "frameplan_cli", verb, "--help"], capture_output=True, text=True)
         assert out.returncode == 0, (verb, out.stderr)
         assert "usage: frameplan" in out.stdout
 

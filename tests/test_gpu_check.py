@@ -83,7 +83,7 @@ def test_bad_arguments_are_one_line_errors(tmp_path):
     r = subprocess.run(["bash", str(REPO / "scripts" / "gpu_check.sh"), "--budget", "soon"], cwd=REPO, env=env,
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "expected whole seconds" in r.stderr
-    from frameplan_core.cli import main
+    from frameplan_cli.main import main
 
     assert main(["bench", "predictor", "--preset", "tiny", "--device", "cpu", "--repeats", "0"]) == 1
     assert main(["bench", "planner", "--device", "cpu", "--checkpoint", "tiny", "--cell-size", "32",

@@ -1,6 +1,7 @@
 """The allowed import directions (README "Architecture"): frameplan_core imports nothing of ours above it
-(no ROS, training or CLI module), frameplan_training nothing of ROS or the CLI; not by ``import``, not by an
-import string (any string literal naming such a module counts, docstrings included)."""
+(no ROS, training or CLI module), frameplan_training nothing of ROS or the CLI, frameplan_ros nothing of training
+or the CLI; only frameplan_cli may import everything. Not by ``import``, not by an import string (any string literal
+naming such a module counts, docstrings included)."""
 from __future__ import annotations
 
 import ast
@@ -13,22 +14,17 @@ ROOT = Path(__file__).resolve().parents[1]
 ROS = ("frameplan_ros", "rclpy", "rosidl_runtime_py", "std_msgs", "sensor_msgs", "geometry_msgs", "nav_msgs",
        "visualization_msgs", "diagnostic_msgs", "trajectory_msgs", "builtin_interfaces")
 CLI = ("frameplan_cli", "frameplan_core.cli", "frameplan_core.scripts", "frameplan_core.bench")
-# package (source folder, import name) -> modules it must never reach
+# package (source folder, import name) -> modules it must never reach (the CLI's old homes inside the core count)
 FORBIDDEN = {
     ("frameplan_core", "frameplan_core"): ROS + CLI + ("frameplan_training",),
     ("training", "frameplan_training"): ROS + CLI,
+    ("frameplan_ros", "frameplan_ros"): CLI + ("frameplan_training",),
 }
 
-# Known violations that issue 19 part B removes (the CLI, its scripts and benchmarks move out of frameplan_core into
-# an application package; training's config lookup stops borrowing frameplan_ros.testing). Part B empties this
-# list; an entry that no longer matches anything fails the test, so it cannot go stale.
-ALLOWED: dict[str, set[str]] = {
-    "frameplan_core/cli.py": {"frameplan_training", "frameplan_ros", "frameplan_core.scripts", "frameplan_core.bench"},
-    "frameplan_core/bench/cli.py": {"frameplan_ros"},
-    "frameplan_core/bench/sim.py": {"frameplan_core.cli"},
-    "frameplan_core/scripts/collect.py": {"frameplan_core.cli"},
-    "frameplan_core/scripts/demo.py": {"frameplan_core.cli", "rclpy"},
-}
+# Known violations, path -> names it may still reach: none (issue 19 moved the CLI, its verbs and benchmarks into
+# frameplan_cli and training's config lookup into frameplan_core.paths). An entry that no longer matches anything
+# fails the test, so it cannot go stale.
+ALLOWED: dict[str, set[str]] = {}
 
 
 def _module_of(path: Path, src: Path, name: str) -> str:

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from frameplan_core.cli import main
+from frameplan_cli.main import main
 from frameplan_core.grid import split
 from frameplan_core.image import read_image, write_image
 from frameplan_core.planner import GridPlanner, PlannerConfig

@@ -271,7 +271,7 @@ def test_broken_policy_folders_are_named(trained_like, tmp_path):
 def test_frameplan_train_policy_from_episodes(episodes, tmp_path):
     """A few steps of `frameplan train policy` on RoboTwin episodes: the cache is built in OUT/data, the exported
     model carries the measured normalisation, a resume continues, and the baseline reuses the same cache."""
-    from frameplan_core.cli import main
+    from frameplan_cli.main import main
     from frameplan_core.policy import GoalPolicy
 
     small = ["--set", "image_size=32", "--set", "crop_res=32", "--set", "batch_size=4", "--set", "max_steps=3",
@@ -298,7 +298,7 @@ def test_frameplan_train_policy_from_episodes(episodes, tmp_path):
 
 
 def test_train_policy_config_errors(cache, tmp_path, capsys):
-    from frameplan_core.cli import main
+    from frameplan_cli.main import main
 
     assert main(["train", "policy", "--data", str(cache), "--out", str(tmp_path / "r"), "--set", "crop_res=64"]) == 1
     assert "crop_res=64" in capsys.readouterr().err
@@ -422,7 +422,7 @@ def test_results_summary_report_and_resume_checks(tmp_path):
 
 
 def test_rollout_cli_bad_input_is_one_line(tmp_path, capsys):
-    from frameplan_core.cli import main
+    from frameplan_cli.main import main
 
     assert main(["rollout", "--task", "block_juggle", "--out", str(tmp_path / "r")]) == 1
     err = capsys.readouterr().err

@@ -229,7 +229,7 @@ def test_residual_target_is_saved_and_old_configs_load_as_frame(pred, tmp_path, 
 
     assert json.loads((tmp_path / "r" / "model_index.json").read_text())["_class_name"] != \
         "StableDiffusionInstructPix2PixPipeline"
-    from frameplan_core.cli import main
+    from frameplan_cli.main import main
 
     assert main(["bench", "predictor", "--model", str(tmp_path / "r"), "--device", "cpu"]) != 0
     assert "residual-target model" in capsys.readouterr().err
@@ -270,7 +270,7 @@ def test_mean_of_samples_is_the_mean_of_the_individual_samples(pred, tmp_path):
 def test_bench_times_the_mean_of_samples_beside_one_sample(tmp_path, capsys):
     import json
 
-    from frameplan_core.cli import main
+    from frameplan_cli.main import main
 
     q = FramePredictor.from_config(small("tiny"), seed=0, device="cpu")
     q.config.sampling = SamplingConfig(sampler="dpmpp", steps=2, samples=3)

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from frameplan_core.cli import main
+from frameplan_cli.main import main
 from frameplan_core.image import read_image, write_image
 from frameplan_core.predictor import FramePredictor, PredictorConfig
 

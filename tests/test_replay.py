@@ -76,7 +76,7 @@ def test_readers_give_commands_and_report_their_absence(tmp_path):
 
 
 def test_inspect_says_whether_an_episode_replays(tmp_path):
-    from frameplan_core.scripts.inspect import describe
+    from frameplan_cli.verbs.inspect import describe
 
     new = _write(tmp_path, "blocks_stack_easy", 0, 3)
     old = _write(tmp_path, "blocks_stack_easy", 1, 3, commands=False)
@@ -85,7 +85,7 @@ def test_inspect_says_whether_an_episode_replays(tmp_path):
 
 
 def test_replay_actions_errors_are_one_line(tmp_path, capsys):
-    from frameplan_core.cli import main
+    from frameplan_cli.main import main
 
     info = {"task": "blocks_stack_easy", "seed": 0, "save_freq": 15, "frames": 3, "sim_steps": 30}
     cases = [
@@ -160,7 +160,7 @@ def test_recorded_commands_replay_to_success(collected, task):
 def test_replay_actions_cli_reports_and_detects_a_failed_replay(collected, tmp_path, capsys):
     """The verb prints one line per episode (or JSON); an episode whose right gripper command never closes -- the
     measured-opening mistake the issue found -- does not reach the goal and exits 3."""
-    from frameplan_core.cli import main
+    from frameplan_cli.main import main
     from frameplan_core.data.robotwin import RoboTwinEpisode, episode_dir, merge_scene_info
 
     out, _, _ = collected

@@ -45,7 +45,7 @@ def sim(tmp_path_factory):
 @pytest.fixture(scope="module")
 def policies(sim):
     """A goal-conditioned policy and the no-foresight baseline, 2 optimizer steps each on the collected episode."""
-    from frameplan_core.cli import main
+    from frameplan_cli.main import main
 
     root, _ = sim
     small = ["--set", "image_size=32", "--set", "crop_res=32", "--set", "batch_size=8", "--set", "max_steps=2",
@@ -111,7 +111,7 @@ def test_recorded_commands_succeed_through_the_policy_loop(sim):
 
 
 def test_rollout_every_mode_one_short_episode(sim, policies, tmp_path, capsys):
-    from frameplan_core.cli import main
+    from frameplan_cli.main import main
 
     _, overrides = sim
     goal, nogoal = policies
@@ -144,7 +144,7 @@ def test_sigterm_keeps_finished_episodes_marked_interrupted(sim, policies, tmp_p
     _, nogoal = policies
     out = tmp_path / "run"
     sets = [a for o in overrides for a in ("--sim-set", o)]
-    cmd = [sys.executable, "-m", "frameplan_core.cli", "rollout", "--task", TASK, "--mode", "none", "--episodes", "50",
+    cmd = [sys.executable, "-m", "frameplan_cli", "rollout", "--task", TASK, "--mode", "none", "--episodes", "50",
            "--max-steps", "8", "--baseline", str(nogoal), "--no-media", "--out", str(out), *sets]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

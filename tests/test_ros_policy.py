@@ -252,11 +252,11 @@ def test_frames_without_a_paired_joint_state_are_refused_and_counted(ctx, models
 
 # ---------------------------------------------------------------- the closed loop over DDS
 def test_frameplan_sim_policy_without_a_policy_fails_in_one_line(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "frameplan_core.cli", "sim", "--mode", "policy", "--policy",
+    r = subprocess.run([sys.executable, "-m", "frameplan_cli", "sim", "--mode", "policy", "--policy",
                         str(tmp_path / "no_policy"), "--device", "cpu", "--duration", "60", "--out", str(tmp_path / "o")],
                        capture_output=True, text=True, timeout=120, check=False)
     assert r.returncode == 1 and "no_policy" in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
-    r = subprocess.run([sys.executable, "-m", "frameplan_core.cli", "sim", "--max-steps", "5", "--out",
+    r = subprocess.run([sys.executable, "-m", "frameplan_cli", "sim", "--max-steps", "5", "--out",
                         str(tmp_path / "o")], capture_output=True, text=True, timeout=120, check=False)
     assert r.returncode != 0 and "need --mode policy" in r.stderr and "Traceback" not in r.stderr
 
@@ -265,7 +265,7 @@ def test_frameplan_sim_policy_without_a_policy_fails_in_one_line(tmp_path):
 @pytest.mark.slow
 def test_frameplan_sim_policy_runs_one_closed_loop_episode_that_moves_the_robot(models, tmp_path):
     out = tmp_path / "out"
-    r = subprocess.run([sys.executable, "-m", "frameplan_core.cli", "sim", "--mode", "policy",
+    r = subprocess.run([sys.executable, "-m", "frameplan_cli", "sim", "--mode", "policy",
                         "--policy", str(models["policy"]), "--model", str(models["predictor"]), "--device", "cpu",
                         "--steps", "1", "--set", "foresight.samples=1", "--set", "foresight.publish_uncertainty=false",
                         "--task", "blocks_stack_easy", "--seed", "3", "--max-steps", "24", "--rate", "5",

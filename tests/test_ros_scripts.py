@@ -18,7 +18,7 @@ from frameplan_ros.testing import Probe
 
 
 def _cli(*args, timeout=240):
-    return subprocess.run([sys.executable, "-m", "frameplan_core.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "frameplan_cli", *args], capture_output=True, text=True,
                           timeout=timeout, check=False)
 
 
@@ -68,7 +68,7 @@ def test_record_writes_mcap_that_decodes_with_ros2_schemas(tmp_path):
     from mcap_ros2.decoder import DecoderFactory
 
     out = tmp_path / "rec.mcap"
-    proc = subprocess.Popen([sys.executable, "-m", "frameplan_core.cli", "record", "--out", str(out),
+    proc = subprocess.Popen([sys.executable, "-m", "frameplan_cli", "record", "--out", str(out),
                              "--topics", "/camera/camera/color/image_raw", "/frameplan/instruction",
                              "--duration", "60", "--max-messages", "6"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -19,13 +19,13 @@ REPO = Path(__file__).resolve().parents[1]
 
 def _frameplan(*args, timeout=300):
     """``frameplan ARGS`` as a subprocess (exit code and everything it prints, tracebacks included)."""
-    return subprocess.run([sys.executable, "-m", "frameplan_core.cli", *map(str, args)], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "frameplan_cli", *map(str, args)], capture_output=True,
                           text=True, timeout=timeout, check=False)
 
 
 def _in_process(capsys, *args):
     """``frameplan ARGS`` in this process (no interpreter start-up): a subprocess-like result."""
-    from frameplan_core.cli import main
+    from frameplan_cli.main import main
 
     capsys.readouterr()
     rc = main([str(a) for a in args])
@@ -120,7 +120,7 @@ def test_predict_checks_out_before_the_model_runs(tmp_path, capsys):
         assert expected in line and "--out" in line, line
         assert not (tmp_path / "x_side.png").exists()
     with pytest.raises(ConfigError, match="side-by-side"):
-        from frameplan_core.scripts.predict import check_image_out
+        from frameplan_cli.verbs.predict import check_image_out
 
         check_image_out(tmp_path / "a_file" / "side.png", "--side-by-side")
 

@@ -27,7 +27,7 @@ def _collect(tmp_path: Path, out: Path, *extra: str) -> subprocess.Popen:
     make waiting for the parent wait for them too)."""
     cams = tmp_path / "cameras.yaml"
     cams.write_text(f"{TINY}: {{w: 96, h: 72, fovy: 37.0}}\n")
-    args = [sys.executable, "-m", "frameplan_core.cli", "collect", "--task", TASK, "--out", str(out),
+    args = [sys.executable, "-m", "frameplan_cli", "collect", "--task", TASK, "--out", str(out),
             "--cameras", "head_camera", "--camera-type", TINY, "--set", f"camera_config={cams}",
             "--set", f"wrist_camera_type={TINY}", "--set", f"front_camera_type={TINY}", "--set", "shadows=false",
             "--save-freq", "5", "--no-progress", *extra]

@@ -15,7 +15,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = ("setup.py", "setup.cfg", "package.xml", "README.md", "resource", "launch", "config", "frameplan_core",
-           "frameplan_ros", "training")
+           "frameplan_ros", "frameplan_cli", "training")
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("setuptools") is None,
                                 reason="setuptools is needed to build the wheel without network")
@@ -45,9 +45,9 @@ def _names(whl: Path) -> set[str]:
 
 def test_wheel_holds_every_module_and_data_file(wheel):
     names = _names(wheel)
-    # every Python file of the three packages (training/ is installed as frameplan_training)
+    # every Python file of the four packages (training/ is installed as frameplan_training)
     for top, installed in (("frameplan_core", "frameplan_core"), ("frameplan_ros", "frameplan_ros"),
-                           ("training", "frameplan_training")):
+                           ("frameplan_cli", "frameplan_cli"), ("training", "frameplan_training")):
         for p in (ROOT / top).rglob("*.py"):
             if "__pycache__" in p.parts:
                 continue
@@ -79,13 +79,14 @@ def test_entry_points_and_cli_verbs_resolve_to_code(wheel):
             k, v = (s.strip() for s in line.split("=", 1))
             scripts[k] = v
     assert set(scripts) == {"frameplan", "foresight_node", "sim_bridge_node"}
+    assert scripts["frameplan"] == "frameplan_cli.main:main"
     for target in scripts.values():
         module, func = target.split(":")
         path = module.replace(".", "/") + ".py"
         assert path in names, target
         tree = ast.parse((ROOT / path).read_text())
         assert any(isinstance(n, ast.FunctionDef) and n.name == func for n in tree.body), target
-    from frameplan_core.cli import VERBS
+    from frameplan_cli.main import VERBS
 
     for verb, (module, _) in VERBS.items():
         top, rest = module.split(".", 1)
@@ -105,7 +106,7 @@ def test_installed_copy_finds_its_configs_and_training_verbs(wheel, tmp_path):
     # the wheel lacks; the dependencies come from this environment's site-packages, after the installed copy.
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(site), sysconfig.get_paths()["purelib"]]))
     env.pop("AMENT_PREFIX_PATH", None)  # a plain pip install: no ament index to ask
-    probe = ("import frameplan_core, frameplan_ros.testing as t; print(frameplan_core.__file__); "
+    probe = ("import frameplan_core, frameplan_core.paths as t; print(frameplan_core.__file__); "
              "print(t.config_path('sim_bridge.yaml')); print(t.config_path('fastdds_shm.xml'))")
     res = subprocess.run([sys.executable, "-S", "-c", probe], env=env, capture_output=True, text=True, cwd=tmp_path,
                          timeout=120, check=False)
@@ -121,7 +122,7 @@ def test_installed_copy_finds_its_configs_and_training_verbs(wheel, tmp_path):
                          timeout=120, check=False)
     assert res.returncode == 0, res.stderr
     assert [Path(p) for p in res.stdout.split()] == [share / "train_predictor.yaml", share / "train_planner.yaml"]
-    for verb in ("train", "export", "eval"):
-        res = subprocess.run([sys.executable, "-S", "-m", "frameplan_core.cli", verb, "--help"], env=env,
+    for verb in ("train", "export", "eval", "convert", "sim", "bench"):
+        res = subprocess.run([sys.executable, "-S", "-m", "frameplan_cli", verb, "--help"], env=env,
                              capture_output=True, text=True, cwd=tmp_path, timeout=120, check=False)
         assert res.returncode == 0 and f"usage: frameplan {verb}" in res.stdout, (verb, res.stderr[-2000:])

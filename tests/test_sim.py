@@ -195,7 +195,7 @@ def test_terminated_worker_leaves_no_partial_episode(tmp_path):
 
 
 def test_convert_to_instructpix2pix(collected, tmp_path):
-    from frameplan_core.cli import main
+    from frameplan_cli.main import main
 
     out, _, summaries = collected
     dst = tmp_path / "ip2p"
@@ -295,7 +295,7 @@ def test_assets_fetch_is_idempotent_and_errors_are_clear(tmp_path, monkeypatch):
 
 
 def test_collect_cli_with_preview(tmp_path):
-    from frameplan_core.cli import main
+    from frameplan_cli.main import main
     from frameplan_core.image import read_image
 
     yaml_ = _camera_config(tmp_path)

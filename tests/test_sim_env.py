@@ -179,7 +179,7 @@ def test_bench_times_simenv_beside_the_direct_path(tmp_path, capsys):
     the table quotes both with their ratio."""
     import json
 
-    from frameplan_core.cli import main
+    from frameplan_cli.main import main
 
     out = tmp_path / "bench.json"
     assert main(["bench", "sim", "--api-only", "--task", "blocks_stack_easy", "--api-tasks", "blocks_stack_easy",

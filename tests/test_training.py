@@ -109,7 +109,7 @@ def test_continuing_a_saved_adapter_refuses_a_different_rank_or_alpha(tmp_path):
 
 
 def test_export_to_an_existing_file_is_a_clear_error(tmp_path):
-    from frameplan_core.cli import main
+    from frameplan_cli.main import main
 
     (tmp_path / "taken").write_text("x")
     with pytest.raises(ConfigError, match="not a folder"):
@@ -398,7 +398,7 @@ def test_resume_into_the_same_folder_keeps_the_earlier_logs(ip2p, tmp_path):
 
 
 def test_export_checkpoint_gives_the_runs_model(ip2p, tmp_path, capsys):
-    from frameplan_core.cli import main
+    from frameplan_cli.main import main
     from frameplan_core.predictor import FramePredictor
 
     cfg = load_train_config("predictor", None, TINY + ["max_steps=3", "checkpoint_every_n_steps=3", "lr=3e-3",
@@ -450,7 +450,7 @@ def test_bad_samples_are_reported_then_stop(ip2p, tmp_path):
 
 
 def test_cli_train_reports_config_errors(ip2p, tmp_path, capsys):
-    from frameplan_core.cli import main
+    from frameplan_cli.main import main
 
     rc = main(["train", "predictor", "--data", str(ip2p), "--out", str(tmp_path / "o"), "--set", "nonsense=1"])
     assert rc == 1 and "nonsense" in capsys.readouterr().err

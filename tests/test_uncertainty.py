@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from frameplan_core import calibration, uncertainty
-from frameplan_core.cli import main
+from frameplan_cli.main import main
 from frameplan_core.errors import InputError
 from frameplan_core.image import fit, read_image, unfit, unfit_map, write_image
 from frameplan_core.planner import GridPlanner, PlannerConfig

@@ -15,7 +15,7 @@ import statistics
 import time
 from pathlib import Path
 
-from frameplan_core.bench.memory import PeakMemory
+from frameplan_cli.bench.memory import PeakMemory
 
 COMPILE_MODES = ["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
 INSTRUCTIONS = ["strike the block with the hammer", "hand the block over to the other arm",

@@ -207,7 +207,7 @@ def run(args: argparse.Namespace) -> int:
     from frameplan_core import atomic
     from frameplan_core.errors import ConfigError, ModelError
     from frameplan_core.image import contact_sheet, write_image
-    from frameplan_ros.testing import config_path
+    from frameplan_core.paths import config_path
 
     bridge_yaml = Path(args.bridge_config) if args.bridge_config else config_path("sim_bridge.yaml")
     fore_yaml = Path(args.foresight_config) if args.foresight_config else config_path("foresight.yaml")

@@ -1,6 +1,6 @@
-"""Speed and memory benchmarks. Each benchmark is a module ``frameplan_core.bench.<name>`` (or a ROS one in
-``frameplan_ros.bench``) with ``add_arguments`` and ``run``; results are printed as a Markdown table to paste
-into docs/BENCHMARKS.md, and written as JSON with --json."""
+"""Speed and memory benchmarks. Each benchmark is a module ``frameplan_cli.bench.<name>`` with ``add_arguments``
+and ``run``; results are printed as a Markdown table to paste into docs/BENCHMARKS.md, and written as JSON with
+--json."""
 from __future__ import annotations
 
 import argparse
@@ -8,10 +8,10 @@ import importlib
 import importlib.util
 
 BENCHES = {
-    "predictor": "frameplan_core.bench.predictor",
-    "planner": "frameplan_core.bench.planner",
-    "sim": "frameplan_core.bench.sim",
-    "ros": "frameplan_ros.bench",
+    "predictor": "frameplan_cli.bench.predictor",
+    "planner": "frameplan_cli.bench.planner",
+    "sim": "frameplan_cli.bench.sim",
+    "ros": "frameplan_cli.bench.ros",
 }
 
 

@@ -101,7 +101,7 @@ def _fps(task: str, args, cameras) -> dict:
 
 def _convert_time(args) -> dict:
     """Collect one short head-camera episode per task at the real save_freq and convert it; seconds per pair."""
-    from frameplan_core.cli import main
+    from frameplan_cli.main import main
     from frameplan_core.sim.collect import collect
 
     tmp = Path(tempfile.mkdtemp(prefix="frameplan-bench-sim-"))

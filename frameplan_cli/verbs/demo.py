@@ -26,7 +26,7 @@ class _Skip(Exception):
 
 
 def _cli(argv: list[str]) -> None:
-    from frameplan_core.cli import main
+    from frameplan_cli.main import main
 
     rc = main([str(a) for a in argv])
     if rc != 0:

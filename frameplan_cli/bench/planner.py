@@ -17,7 +17,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from frameplan_core.bench.memory import PeakMemory
+from frameplan_cli.bench.memory import PeakMemory
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

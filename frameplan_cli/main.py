@@ -1,6 +1,6 @@
-"""The single ``frameplan <verb>`` entry point. Each verb lives in its own module with
-``add_arguments(parser)`` and ``run(args) -> int``; modules import heavy libraries inside ``run`` so that
-``frameplan --help`` stays fast."""
+"""The single ``frameplan <verb>`` entry point (console script ``frameplan``, or ``python -m frameplan_cli``). Each
+verb lives in its own module with ``add_arguments(parser)`` and ``run(args) -> int``; modules import heavy libraries
+inside ``run`` so that ``frameplan --help`` stays fast."""
 from __future__ import annotations
 
 import argparse
@@ -13,20 +13,20 @@ from frameplan_core.errors import FrameplanError
 
 # verb -> (module, one-line help). Modules that are not present (e.g. training not installed) are not listed.
 VERBS: dict[str, tuple[str, str]] = {
-    "collect": ("frameplan_core.scripts.collect", "collect simulated RoboTwin-format episodes with SAPIEN"),
-    "convert": ("frameplan_core.scripts.convert", "convert RoboTwin episodes to InstructPix2Pix or grid datasets"),
-    "inspect": ("frameplan_core.scripts.inspect", "say what a path holds and write a contact sheet"),
-    "replay-actions": ("frameplan_core.scripts.replay_actions", "replay an episode's recorded commands in the simulator"),
-    "predict": ("frameplan_core.scripts.predict", "predict the future frame for an image and an instruction"),
-    "plan": ("frameplan_core.scripts.plan", "generate a 9-frame 3x3 grid visual plan"),
-    "rollout": ("frameplan_core.scripts.rollout", "closed-loop policy rollouts with and without foresight (success rates)"),
+    "collect": ("frameplan_cli.verbs.collect", "collect simulated RoboTwin-format episodes with SAPIEN"),
+    "convert": ("frameplan_cli.verbs.convert", "convert RoboTwin episodes to InstructPix2Pix or grid datasets"),
+    "inspect": ("frameplan_cli.verbs.inspect", "say what a path holds and write a contact sheet"),
+    "replay-actions": ("frameplan_cli.verbs.replay_actions", "replay an episode's recorded commands in the simulator"),
+    "predict": ("frameplan_cli.verbs.predict", "predict the future frame for an image and an instruction"),
+    "plan": ("frameplan_cli.verbs.plan", "generate a 9-frame 3x3 grid visual plan"),
+    "rollout": ("frameplan_cli.verbs.rollout", "closed-loop policy rollouts with and without foresight (success rates)"),
     "train": ("frameplan_training.scripts.train", "train the frame predictor, grid planner, VAE or policy (Lightning)"),
     "export": ("frameplan_training.scripts.export", "export a training checkpoint as a model folder"),
     "eval": ("frameplan_training.scripts.evaluate", "evaluate a model against the copy-the-input baseline"),
-    "bench": ("frameplan_core.bench.cli", "speed/memory benchmarks (predictor, planner, sim, ros)"),
-    "sim": ("frameplan_ros.scripts.sim", "run sim bridge + foresight node in one process, save outputs"),
-    "record": ("frameplan_ros.scripts.record", "record foresight and camera topics to an MCAP file"),
-    "demo": ("frameplan_core.scripts.demo", "run the end-to-end demo and say where its outputs are"),
+    "bench": ("frameplan_cli.verbs.bench", "speed/memory benchmarks (predictor, planner, sim, ros)"),
+    "sim": ("frameplan_cli.verbs.sim", "run sim bridge + foresight node in one process, save outputs"),
+    "record": ("frameplan_cli.verbs.record", "record foresight and camera topics to an MCAP file"),
+    "demo": ("frameplan_cli.verbs.demo", "run the end-to-end demo and say where its outputs are"),
 }
 
 

@@ -170,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
         rows = measure(args, model_dir, transport, str(Path(out).parent))
         Path(out).write_text(json.dumps(rows))
         return 0
-    from frameplan_ros.testing import config_path
+    from frameplan_core.paths import config_path
 
     with tempfile.TemporaryDirectory(prefix="frameplan_bench_ros_") as tmp:
         if args.random_weights:
@@ -197,7 +197,7 @@ def run(args: argparse.Namespace) -> int:
                 env["FASTDDS_DEFAULT_PROFILES_FILE"] = str(config_path("fastdds_shm.xml"))
             env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
             out = Path(tmp) / f"{transport}.json"
-            cmd = [sys.executable, "-m", "frameplan_core.cli", "bench", "ros", "--_child",
+            cmd = [sys.executable, "-m", "frameplan_cli", "bench", "ros", "--_child",
                    f"{transport}|{model_dir}|{out}", "--steps", str(args.steps), "--frames", str(args.frames),
                    "--stream-seconds", str(args.stream_seconds), "--device", args.device,
                    "--frame-timeout", str(args.frame_timeout), "--sizes", *args.sizes]

@@ -94,6 +94,6 @@ def _run(args: argparse.Namespace) -> int:
 if __name__ == "__main__":  # pragma: no cover
     import sys
 
-    from frameplan_core.cli import main
+    from frameplan_cli.main import main
 
     sys.exit(main(["collect", *sys.argv[1:]]))

@@ -1,0 +1,1 @@
+"""Benchmarks behind ``frameplan bench <name>`` (frameplan_cli/verbs/bench.py); results go to docs/BENCHMARKS.md."""

@@ -1,1 +1,0 @@
-"""Benchmarks behind ``frameplan bench <name>``; results go to docs/BENCHMARKS.md."""

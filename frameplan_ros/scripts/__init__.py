@@ -1,1 +1,0 @@
-"""CLI verbs that need rclpy."""
