@@ -163,7 +163,7 @@ class SimBridgeNode(Node):
             if not self.p.episode:
                 raise ConfigError(f"node {node_name}: source=replay needs the 'episode' parameter (a RoboTwin "
                                   "episode folder or .hdf5)")
-            from frameplan_core.data.robotwin import open_episode
+            from frameplan_core.data.episode import open_episode
 
             self._reader = open_episode(self.p.episode)  # DataError with the path if unusable
             self.rate = self.p.replay_rate or recorded_rate(self._reader)

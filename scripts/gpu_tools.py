@@ -215,7 +215,7 @@ def cmd_unpack_minilm(args) -> int:
 def cmd_subset(args) -> int:
     """A folder of symlinks to the first N complete episodes of each task (with each task folder's instructions and
     scene_info), so ``frameplan convert`` turns a few episodes of a large collection into a small dataset."""
-    from frameplan_core.data.robotwin import find_episode_paths, parse_episode_name
+    from frameplan_core.data.episode import find_episode_paths, parse_episode_name
 
     src, dest = Path(args.src).resolve(), Path(args.dest)
     if args.episodes < 1:

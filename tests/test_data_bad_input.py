@@ -14,6 +14,7 @@ import pytest
 
 from frameplan_cli.main import main
 from frameplan_core.data import ip2p, robotwin, robotwin2
+from frameplan_core.data.episode import find_episode_paths, open_episode
 from frameplan_core.errors import DataError
 
 H, W = 16, 20
@@ -79,7 +80,7 @@ def test_bad_pickle_frame_named(tmp_path, case, monkeypatch):
     d = pkl_episode(tmp_path / "src", 0)
     mutate, pattern = PKL_CASES[case]
     mutate(d)
-    ep = robotwin.open_episode(d)
+    ep = open_episode(d)
     with pytest.raises(DataError, match=pattern) as err:
         ep.frame(3)
     assert str(d / "3.pkl") in str(err.value)
@@ -91,21 +92,21 @@ def test_episode_level_problems(tmp_path):
     d = pkl_episode(tmp_path, 0, n=5)
     (d / "3.pkl").unlink()
     with pytest.raises(DataError, match=r"episode0: gap in frame numbering, missing 3\.pkl"):
-        robotwin.open_episode(d)
+        open_episode(d)
     (tmp_path / "block_hammer_beat_D435_pkl" / "episode1").mkdir()
     with pytest.raises(DataError, match=r"episode1: empty episode"):
-        robotwin.open_episode(tmp_path / "block_hammer_beat_D435_pkl" / "episode1")
+        open_episode(tmp_path / "block_hammer_beat_D435_pkl" / "episode1")
     with pytest.raises(DataError, match="no such episode"):
-        robotwin.open_episode(tmp_path / "nope")
+        open_episode(tmp_path / "nope")
     instr = tmp_path / "block_hammer_beat_D435_pkl" / "instructions"
     d2 = pkl_episode(tmp_path, 2, n=3)
     instr.mkdir(exist_ok=True)
     (instr / "episode2.json").write_bytes('{"seen": ["caf\u00e9"]}'.encode("latin-1"))
     with pytest.raises(DataError, match=r"episode2\.json: instruction file is not UTF-8"):
-        _ = robotwin.open_episode(d2).instructions
+        _ = open_episode(d2).instructions
     (instr / "episode2.json").write_text('{"seen": []}')
     with pytest.raises(DataError, match=r"episode2\.json: 'seen' is missing or empty"):
-        _ = robotwin.open_episode(d2).instructions
+        _ = open_episode(d2).instructions
 
 
 def test_writer_names_the_problem(tmp_path):
@@ -165,14 +166,14 @@ def test_bad_hdf5_named(tmp_path, case):
     mutate, pattern = H5_CASES[case]
     mutate(p)
     with pytest.raises(DataError, match=pattern) as err:
-        robotwin.open_episode(p)
+        open_episode(p)
     assert str(p) in str(err.value)
 
 
 def test_bad_jpeg_in_hdf5(tmp_path):
     p = _hdf5(tmp_path)
     _corrupt_jpeg(p)
-    ep = robotwin.open_episode(p)
+    ep = open_episode(p)
     with pytest.raises(DataError, match=r"episode0\.hdf5: observation/head_camera/rgb\[3\] is not a decodable JPEG"):
         ep.rgb(3)
     ep.rgb(4)
@@ -284,7 +285,7 @@ def test_killed_conversion_leaves_nothing_readable(tmp_path):
     with pytest.raises(DataError, match="not an InstructPix2Pix"):
         ip2p.IP2PDataset(tmp_path / "d")
     assert not (partial / "seeds.json").exists()  # the dataset index is only written at the very end
-    assert robotwin.find_episode_paths(tmp_path) == robotwin.find_episode_paths(tmp_path / "src")
+    assert find_episode_paths(tmp_path) == find_episode_paths(tmp_path / "src")
 
 
 def test_bad_dataset_files(tmp_path):
@@ -332,5 +333,5 @@ def test_hdf5_pointcloud_group_is_not_a_crash(tmp_path):
     with h5py.File(p, "r+") as f:
         del f["pointcloud"]
         f.create_group("pointcloud")
-    fr = robotwin.open_episode(p).frame(2)
+    fr = open_episode(p).frame(2)
     assert fr["pointcloud"] == [] and fr["observation"]["head_camera"]["rgb"].shape == (H, W, 3)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from frameplan_core.data import instructions, robotwin, robotwin2
+from frameplan_core.data.episode import find_episode_paths, find_episodes, open_episode
 from frameplan_core.errors import DataError
 from frameplan_core.sim.task_config import TASK_NAMES
 
@@ -73,7 +74,7 @@ def test_pkl_layout_and_exact_round_trip(tmp_path):
     assert set(raw) == {"observation", "pointcloud", "joint_action", "endpose"}
     assert set(raw["observation"]["head_camera"]) == {"rgb", "depth", "intrinsic_cv", "extrinsic_cv", "cam2world_gl"}
 
-    ep = robotwin.open_episode(d)
+    ep = open_episode(d)
     assert isinstance(ep, robotwin.RoboTwinEpisode)
     assert (ep.task, ep.camera_type, ep.index, len(ep)) == ("block_hammer_beat", "D435", 7, 6)
     for t, f in enumerate(frames):
@@ -113,7 +114,7 @@ def test_writer_is_atomic_and_refuses_overwrite(tmp_path):
     with robotwin.EpisodeWriter(tmp_path, "block_handover", "D435", 0, overwrite=True) as ep:
         for t in range(3):
             ep.add_frame(make_frame(t))
-    assert len(robotwin.open_episode(d)) == 3
+    assert len(open_episode(d)) == 3
     assert [p.name for p in td.iterdir()] == ["episode0"]
     with pytest.raises(DataError, match="empty episode"):
         with robotwin.EpisodeWriter(tmp_path, "block_handover", "D435", 1):
@@ -133,7 +134,7 @@ def test_scene_info_from_parallel_workers(tmp_path):
         pool.map(_write_parallel, [(tmp_path, i) for i in range(8)])
     info = json.loads((tmp_path / "blocks_stack_easy_D435_pkl" / "scene_info.json").read_text())
     assert info == {f"episode_{i}": {"worker": i} for i in range(8)}
-    assert [e.index for e in robotwin.find_episodes(tmp_path)] == list(range(8))
+    assert [e.index for e in find_episodes(tmp_path)] == list(range(8))
 
 
 # ----------------------------------------------------------------------------------------------- 2.0
@@ -153,7 +154,7 @@ def test_hdf5_round_trip_and_no_channel_swap(tmp_path):
         assert decoded[..., 0].min() > 240 and decoded[..., 2].max() < 15  # stored from RGB: red stays in channel 0
         assert np.array_equal(f["joint_action/vector"][:], np.stack([fr["joint_action"] for fr in frames]))
         assert f["joint_action/left_arm"].shape == (5, 6) and f["joint_action/right_gripper"].shape == (5,)
-    ep = robotwin.open_episode(path)
+    ep = open_episode(path)
     assert isinstance(ep, robotwin2.RoboTwin2Episode)
     assert (ep.task, ep.camera_type, ep.index, len(ep)) == ("block_handover", "demo_clean", 4, 5)
     assert ep.instructions == instr
@@ -190,7 +191,7 @@ def test_hdf5_native_robotwin2_layout(tmp_path):
             f.create_dataset(f"endpose/{side}_endpose", data=np.ones((3, 7)))
             f.create_dataset(f"endpose/{side}_gripper", data=np.zeros(3))
         f.create_dataset("pointcloud", data=np.zeros((3, 0)))
-    ep = robotwin.open_episode(path)
+    ep = open_episode(path)
     assert ep.task == "beat_block_hammer" and len(ep) == 3
     fr = ep.frame(1)
     assert fr["joint_action"].tolist() == [1] * 6 + [0] + [2] * 6 + [1]
@@ -212,12 +213,12 @@ def test_find_episodes_sorted_and_skips_hidden(tmp_path):
     (tmp_path / "block_handover_L515_pkl" / ".episode5.abc.partial" / "0.pkl").write_bytes(b"x")
     (tmp_path / ".cache" / "episode3").mkdir(parents=True)
     (tmp_path / "notes").mkdir()
-    found = robotwin.find_episode_paths(tmp_path)
+    found = find_episode_paths(tmp_path)
     assert [(t, i) for t, i, _ in found] == [("block_hammer_beat", 2), ("block_hammer_beat", 10),
                                             ("block_handover", 0), ("blocks_stack_easy", 1)]
-    eps = robotwin.find_episodes(tmp_path, tasks=["block_hammer_beat"])
+    eps = find_episodes(tmp_path, tasks=["block_hammer_beat"])
     assert [(e.camera_type, e.index) for e in eps] == [("Large_D435", 2), ("Large_D435", 10)]
-    single = robotwin.find_episodes(tmp_path / "block_handover_L515_pkl" / "episode0")
+    single = find_episodes(tmp_path / "block_handover_L515_pkl" / "episode0")
     assert len(single) == 1 and single[0].task == "block_handover"
     assert robotwin.parse_task_dir("blocks_stack_easy_D435_pkl") == ("blocks_stack_easy", "D435")
     assert robotwin.parse_task_dir("notes") is None
@@ -255,9 +256,9 @@ def test_writer_puts_side_files_in_place_before_the_episode(tmp_path):
             ep.instructions = instructions.for_episode("block_handover", 0)
             ep.scene_info = {"seed": object()}  # not JSON: writing scene_info.json fails
     td = tmp_path / "block_handover_D435_pkl"
-    assert robotwin.find_episode_paths(tmp_path) == []
+    assert find_episode_paths(tmp_path) == []
     assert not (td / "episode0").exists() and not any(p.name.endswith(".partial") for p in td.iterdir())
     with robotwin.EpisodeWriter(tmp_path, "block_handover", "D435", 0) as ep:
         ep.add_frame(make_frame(0))
         ep.scene_info = {"seed": 3}
-    assert robotwin.open_episode(td / "episode0").scene_info == {"seed": 3}
+    assert open_episode(td / "episode0").scene_info == {"seed": 3}

@@ -38,7 +38,8 @@ def _write(root: Path, task: str, index: int, n: int, commands: bool = True, sce
 
 def test_readers_give_commands_and_report_their_absence(tmp_path):
     from frameplan_core.data import robotwin2
-    from frameplan_core.data.robotwin import RoboTwinEpisode, open_episode, validate_frame
+    from frameplan_core.data.episode import open_episode, validate_frame
+    from frameplan_core.data.robotwin import RoboTwinEpisode
 
     new = RoboTwinEpisode(_write(tmp_path, "block_handover", 0, 5))
     assert new.has_joint_commands()

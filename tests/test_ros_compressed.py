@@ -128,7 +128,7 @@ def _foresight_diag(probe):
 def test_compressed_replay_drives_the_foresight_node_and_bad_messages_are_counted(tmp_path):
     from test_ros_sim_bridge import _write_episode
 
-    from frameplan_core.data.robotwin import open_episode
+    from frameplan_core.data.episode import open_episode
     from frameplan_core.predictor import FramePredictor, PredictorConfig
 
     cfg = PredictorConfig.preset("tiny")

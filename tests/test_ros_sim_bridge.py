@@ -71,7 +71,7 @@ def _write_episode(fmt, root):
 
 @pytest.mark.parametrize("fmt", ["pkl", "hdf5"])
 def test_replay_reproduces_episode_frames_bit_exactly(fmt, tmp_path):
-    from frameplan_core.data.robotwin import open_episode
+    from frameplan_core.data.episode import open_episode
 
     path = _write_episode(fmt, tmp_path / "data")
     reader = open_episode(path)
@@ -102,7 +102,7 @@ def test_replay_reproduces_episode_frames_bit_exactly(fmt, tmp_path):
 
 
 def test_recorded_rate_from_scene_info(tmp_path):
-    from frameplan_core.data.robotwin import open_episode
+    from frameplan_core.data.episode import open_episode
 
     assert recorded_rate(open_episode(_write_episode("pkl", tmp_path))) == 25.0
     assert abs(recorded_rate(object()) - 250 / 15) < 1e-9  # RoboTwin 1.0 default: every 15th 1/250 s step

@@ -119,7 +119,8 @@ def test_fit_points_follows_the_image_crop():
 
 
 def test_episode_end_effector_path_in_the_head_camera(tmp_path):
-    from frameplan_core.data.robotwin import EpisodeWriter, open_episode
+    from frameplan_core.data.episode import open_episode
+    from frameplan_core.data.robotwin import EpisodeWriter
 
     R = np.array([[1.0, 0, 0], [0, -1.0, 0], [0, 0, -1.0]])
     E = np.hstack([R, -R @ np.array([[0.0], [0.0], [1.0]])])

@@ -35,7 +35,7 @@ def _cli(argv: list[str]) -> None:
 
 def _demo_input(sim_dir: Path, out: Path) -> tuple[Path, str]:
     """First head-camera frame of the first simulated episode, saved as a PNG, and that episode's instruction."""
-    from frameplan_core.data.robotwin import find_episodes
+    from frameplan_core.data.episode import find_episodes
     from frameplan_core.image import write_image
 
     episodes = find_episodes(sim_dir)

@@ -36,7 +36,7 @@ def _spaced(n: int, k: int) -> list[int]:
 
 
 def _describe_episode(path: Path, k: int, check: bool) -> tuple[dict, list, list]:
-    from frameplan_core.data.robotwin import open_episode
+    from frameplan_core.data.episode import open_episode
 
     ep = open_episode(path)
     f0 = ep.frame(0)
@@ -59,7 +59,7 @@ def _describe_episode(path: Path, k: int, check: bool) -> tuple[dict, list, list
 
 
 def _describe_collection(path: Path, k: int) -> tuple[dict, list, list]:
-    from frameplan_core.data.robotwin import find_episode_paths, open_episode
+    from frameplan_core.data.episode import find_episode_paths, open_episode
     from frameplan_core.errors import DataError
 
     found = find_episode_paths(path)
@@ -185,7 +185,7 @@ def _describe_checkpoint(path: Path, k: int) -> tuple[dict, list, list]:
 def describe(path: str | Path, samples: int = 8, check: bool = False) -> tuple[dict, list, list]:
     """(description, images, labels) for ``path``; raises DataError/ModelError when it is none of the known kinds."""
     from frameplan_core.data.ip2p import detect_format
-    from frameplan_core.data.robotwin import find_episode_paths, parse_episode_name
+    from frameplan_core.data.episode import find_episode_paths, parse_episode_name
     from frameplan_core.errors import DataError
 
     path = Path(path)

@@ -39,7 +39,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _episodes(path: Path, tasks: list[str] | None, limit: int | None) -> tuple[list[Path], bool]:
     """(episode paths, whether ``path`` is itself one episode)."""
-    from frameplan_core.data.robotwin import find_episode_paths, parse_episode_name
+    from frameplan_core.data.episode import find_episode_paths, parse_episode_name
     from frameplan_core.errors import ConfigError, DataError
 
     if limit is not None and limit < 1:

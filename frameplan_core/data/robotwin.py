@@ -25,16 +25,9 @@ from typing import Any
 
 
 from frameplan_core import atomic
-# the shared base and the format dispatch (episode.py), importable from here as before
-from frameplan_core.data.episode import (  # noqa: F401
-    FULL_DIM,
-    FULL_KEY_GAP,
-    FULL_KEYS,
-    JOINT_DIM,
+# the shared base (episode.py); which reader reads a path (open_episode, find_episodes) is decided there too
+from frameplan_core.data.episode import (
     EpisodeReader,
-    find_episode_paths,
-    find_episodes,
-    open_episode,
     parse_episode_name,
     read_instructions,
     read_scene_info,

@@ -17,7 +17,6 @@ chunk: the commands of frames t+1 .. t+chunk (the last one repeated past the end
 says. Rebuilding a cache over a grown collection reuses the episodes it already holds and keeps their splits."""
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -55,7 +54,7 @@ def _listed(ep) -> bool:
 def read_episode(ep, image_size: int, crop: str, camera: str) -> dict:
     """One episode as arrays: frames (T, S, S, 3) uint8, state and command (T, 16) float32, plus its metadata.
     DataError naming the episode when it lacks the camera or the 16-d vectors (older collections)."""
-    from frameplan_core.data.robotwin import FULL_KEY_GAP
+    from frameplan_core.data.episode import FULL_KEY_GAP
 
     n = len(ep)
     frames = np.empty((n, image_size, image_size, 3), np.uint8)
@@ -92,7 +91,7 @@ def build_cache(sources: str | Path | Sequence[str | Path], out: str | Path, ima
     Episodes already in an existing cache of the same geometry are copied from it, not re-read, and keep their
     split; new ones are split by ``splits.assign`` (per task, by episode). Episodes without the 16-d vectors are
     skipped with a warning (``skip_bad``) or refused. The folder is replaced atomically. Returns the index."""
-    from frameplan_core.data.robotwin import find_episode_paths, open_episode
+    from frameplan_core.data.episode import find_episode_paths, open_episode
 
     out = Path(out)
     srcs = [Path(s) for s in ([sources] if isinstance(sources, (str, Path)) else sources)]
@@ -174,14 +173,13 @@ def build_cache(sources: str | Path | Sequence[str | Path], out: str | Path, ima
 # ----------------------------------------------------------------------------------------------- reading
 
 def load_index(root: str | Path) -> dict:
+    from frameplan_core.jsonfile import read_json
+
     path = Path(root) / CACHE_FILE
-    try:
-        index = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    if not path.exists():
         raise DataError(f"{root}: not a policy frame cache (no {CACHE_FILE}); build one with "
-                        "`frameplan train policy --data <episodes>`") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"{path}: not valid UTF-8 JSON ({exc})") from None
+                        "`frameplan train policy --data <episodes>`")
+    index = read_json(path, DataError, kind=None, what="the policy cache index")
     if not isinstance(index, dict) or index.get("format") != CACHE_FORMAT:
         raise DataError(f"{path}: not a {CACHE_FORMAT} index")
     if index.get("version") != CACHE_VERSION:

@@ -5,7 +5,6 @@ A policy folder holds ``policy.json`` (``{"kind": "frameplan-policy", "config": 
 ``frameplan_core/weights/policy-tiny`` / ``policy-tiny-nogoal``."""
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -16,6 +15,8 @@ from frameplan_core import atomic
 from frameplan_core.device import resolve_device
 from frameplan_core.errors import ConfigError, InputError, ModelError
 from frameplan_core.image import ensure_rgb_uint8, fit
+from frameplan_core.jsonfile import read_json
+from frameplan_core.pixels import to_tensor
 from frameplan_core.policy.config import GRIPPERS, JOINT_DIM, JOINTS, PRESETS, PolicyConfig
 from frameplan_core.policy.data import commands_from_actions
 from frameplan_core.policy.model import PolicyNet
@@ -31,12 +32,6 @@ ASPECT_TOL = 0.02  # a goal's width/height may differ from the frame's by this f
 
 def preset_folder(name: str) -> Path:
     return WEIGHTS_DIR / f"policy-{name}"
-
-
-def to_tensor(images: np.ndarray) -> torch.Tensor:
-    """uint8 (..., S, S, 3) -> float (..., 3, S, S) in [-1, 1]."""
-    x = torch.from_numpy(np.ascontiguousarray(images))
-    return x.movedim(-1, -3).float().div(127.5).sub(1.0)
 
 
 class GoalPolicy:
@@ -74,10 +69,7 @@ class GoalPolicy:
             raise ModelError(f"{folder}: policy folder not found")
         if not cfg_path.is_file():
             raise ModelError(f"{folder}: not a policy folder (no {CONFIG_FILE}; `frameplan train policy` writes one)")
-        try:
-            meta = json.loads(cfg_path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ModelError(f"{cfg_path}: not valid UTF-8 JSON ({exc})") from None
+        meta = read_json(cfg_path, ModelError, kind=None, what="the policy config")
         if not isinstance(meta, dict) or meta.get("kind") != KIND or not isinstance(meta.get("config"), dict):
             raise ModelError(f"{cfg_path}: not a {KIND} config (expected {{'kind': '{KIND}', 'config': {{...}}}})")
         raw = meta["config"]

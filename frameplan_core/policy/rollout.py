@@ -37,6 +37,7 @@ from frameplan_core import atomic
 from frameplan_core.errors import ConfigError, FrameplanError, ModelError
 from frameplan_core.policy.config import GRIPPERS
 from frameplan_core.policy.follow import DEFAULT_THRESHOLD, OracleGoals, PlanFollower
+from frameplan_core.sim.task_config import TASK_NAMES
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ class RolloutConfig:
     media: write a contact sheet and a GIF of the first episode of each task and mode.
     """
 
-    tasks: list[str] = field(default_factory=lambda: ["block_hammer_beat", "block_handover", "blocks_stack_easy"])
+    tasks: list[str] = field(default_factory=lambda: list(TASK_NAMES))
     modes: list[str] = field(default_factory=lambda: list(MODES))
     episodes: int = 10
     seed_base: int = SEED_BASE
@@ -83,8 +84,6 @@ class RolloutConfig:
     media: bool = True
 
     def validate(self) -> RolloutConfig:
-        from frameplan_core.sim.task_config import TASK_NAMES
-
         unknown = [t for t in self.tasks if t not in TASK_NAMES]
         if unknown or not self.tasks:
             raise ConfigError(f"unknown task(s) {unknown or self.tasks}; expected some of {list(TASK_NAMES)} or all")
@@ -468,15 +467,15 @@ def report_markdown(res: dict) -> str:
 def load_previous(out: Path, cfg: RolloutConfig) -> dict | None:
     """An earlier results.json in ``out`` to continue (``--resume``); ConfigError when its settings differ in
     anything but the task/mode/episode lists."""
-    import json
+    from frameplan_core.jsonfile import read_json
 
     path = out / "results.json"
     if not path.is_file():
         return None
     try:
-        prev = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"--resume: {path} is not valid JSON ({exc})") from None
+        prev = read_json(path, ConfigError, kind=None)
+    except ConfigError as exc:
+        raise ConfigError(f"--resume: {exc}") from None
     if not isinstance(prev, dict) or prev.get("kind") != RESULTS_KIND:
         raise ConfigError(f"--resume: {path} is not a rollout results file")
     now, before = asdict(cfg), prev.get("settings", {})

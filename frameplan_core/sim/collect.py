@@ -255,7 +255,7 @@ def preview(out: str | Path, cfg: TaskConfig, index: int | None = None, columns:
 
     tdir = task_dir(out, cfg.task_name, cfg.head_camera_type)
     if index is None:
-        from frameplan_core.data.robotwin import parse_episode_name
+        from frameplan_core.data.episode import parse_episode_name
 
         found = sorted(i for p in tdir.glob("episode*") if (i := parse_episode_name(p.name)) is not None) if tdir.is_dir() else []
         if not found:
