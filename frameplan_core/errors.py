@@ -18,7 +18,13 @@ class ModelError(FrameplanError):
 
 
 class InputError(FrameplanError):
-    """A runtime input (image, instruction, trajectory) is unusable."""
+    """A runtime input (image, instruction, trajectory) is unusable. ``kind`` names which input and how, in one word
+    (``instruction_invalid``, ``bad_encoding``, ``trajectory`` ...): the ROS nodes count and report errors by kind, so
+    the raiser, who knows, says it; ``bad_input`` when it does not."""
+
+    def __init__(self, message: object = "", kind: str = "bad_input") -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 class SimError(FrameplanError):

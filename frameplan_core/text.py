@@ -60,15 +60,17 @@ def validate_instruction(text: object, where: str = "instruction", optional: boo
     if text is None and optional:
         return None
     if not isinstance(text, str):
-        raise InputError(f"{where}: expected a string{' or None' if optional else ''}, got {type(text).__name__}")
+        raise InputError(f"{where}: expected a string{' or None' if optional else ''}, got {type(text).__name__}",
+                         kind="instruction_invalid")
     norm = normalize_instruction(text)
     if not norm and optional:
         return None
     if not norm:
-        raise InputError(f"{where}: empty instruction; say what should happen, e.g. 'strike the block with the hammer'")
+        raise InputError(f"{where}: empty instruction; say what should happen, e.g. 'strike the block with the hammer'",
+                         kind="instruction_invalid")
     bad = [c for c in norm if unicodedata.category(c) in ("Cc", "Cs")]
     if bad:
-        raise InputError(f"{where}: contains control/surrogate characters {bad[:3]!r}")
+        raise InputError(f"{where}: contains control/surrogate characters {bad[:3]!r}", kind="instruction_invalid")
     return norm
 
 

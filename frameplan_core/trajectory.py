@@ -33,14 +33,15 @@ def _as_points(points: Any, dim: int, where: str) -> np.ndarray:
     try:
         arr = np.asarray(points, dtype=np.float64)
     except (TypeError, ValueError):
-        raise InputError(f"{where}: expected an array of {dim}-D points, got {type(points).__name__}") from None
+        raise InputError(f"{where}: expected an array of {dim}-D points, got {type(points).__name__}",
+                         kind="trajectory") from None
     if arr.ndim != 2 or arr.shape[1] != dim:
-        raise InputError(f"{where}: expected shape (N, {dim}), got {arr.shape}")
+        raise InputError(f"{where}: expected shape (N, {dim}), got {arr.shape}", kind="trajectory")
     if arr.shape[0] < 2:
-        raise InputError(f"{where}: a trajectory needs at least 2 points, got {arr.shape[0]}")
+        raise InputError(f"{where}: a trajectory needs at least 2 points, got {arr.shape[0]}", kind="trajectory")
     bad = ~np.isfinite(arr).all(axis=1)
     if bad.any():
-        raise InputError(f"{where}: point(s) {np.flatnonzero(bad)[:5].tolist()} are NaN or infinite")
+        raise InputError(f"{where}: point(s) {np.flatnonzero(bad)[:5].tolist()} are NaN or infinite", kind="trajectory")
     return arr
 
 
@@ -49,7 +50,7 @@ def _check_K(K: Any, where: str = "intrinsics K") -> np.ndarray:
     if K.shape == (9,):
         K = K.reshape(3, 3)
     if K.shape != (3, 3) or not np.isfinite(K).all() or K[0, 0] <= 0 or K[1, 1] <= 0:
-        raise InputError(f"{where}: expected a 3x3 camera matrix with positive fx, fy, got {K.tolist()}")
+        raise InputError(f"{where}: expected a 3x3 camera matrix with positive fx, fy, got {K.tolist()}", kind="trajectory")
     return K
 
 
@@ -60,7 +61,7 @@ def project(points_cam: Any, K: Any, where: str = "trajectory") -> np.ndarray:
     behind = P[:, 2] <= MIN_DEPTH
     if behind.any():
         raise InputError(f"{where}: point(s) {np.flatnonzero(behind)[:5].tolist()} are at or behind the camera "
-                         f"(z <= 0 in the optical frame, e.g. z={P[behind][0, 2]:.3f}); cannot project them")
+                         f"(z <= 0 in the optical frame, e.g. z={P[behind][0, 2]:.3f}); cannot project them", kind="trajectory")
     uvw = P @ K.T
     return uvw[:, :2] / uvw[:, 2:3]
 
@@ -70,7 +71,7 @@ def world_to_camera(points_world: Any, extrinsic_cv: Any, where: str = "trajecto
     P = _as_points(points_world, 3, where)
     E = np.asarray(extrinsic_cv, dtype=np.float64)
     if E.shape not in ((3, 4), (4, 4)) or not np.isfinite(E).all():
-        raise InputError(f"{where}: extrinsic_cv must be a finite 3x4 or 4x4 matrix, got shape {E.shape}")
+        raise InputError(f"{where}: extrinsic_cv must be a finite 3x4 or 4x4 matrix, got shape {E.shape}", kind="trajectory")
     return P @ E[:3, :3].T + E[:3, 3]
 
 
@@ -111,11 +112,11 @@ def as_trajectory(value: Any) -> Trajectory:
         hw = tuple(value["image_hw"]) if value.get("image_hw") else None
         if "points_3d" in value:
             if "K" not in value:
-                raise InputError("trajectory: 'points_3d' needs the camera matrix 'K' (3x3) to be projected")
+                raise InputError("trajectory: 'points_3d' needs the camera matrix 'K' (3x3) to be projected", kind="trajectory")
             return Trajectory.from_camera_points(value["points_3d"], value["K"], hw)
         if "points" in value:
             return Trajectory.from_pixels(value["points"], hw)
-        raise InputError(f"trajectory: expected keys 'points' or 'points_3d' + 'K', got {sorted(value)}")
+        raise InputError(f"trajectory: expected keys 'points' or 'points_3d' + 'K', got {sorted(value)}", kind="trajectory")
     return Trajectory.from_pixels(value)
 
 
@@ -158,7 +159,7 @@ def fit_points(points: np.ndarray, src_hw: tuple[int, int], size: int | tuple[in
         p[:, 0] = (p[:, 0] + 0.5) * tw / w - 0.5
         p[:, 1] = (p[:, 1] + 0.5) * th / h - 0.5
     else:
-        raise InputError(f"crop policy {policy!r}: expected one of center, resize, pad")
+        raise InputError(f"crop policy {policy!r}: expected one of center, resize, pad", kind="trajectory")
     return p
 
 
@@ -173,7 +174,7 @@ def draw_trajectory(image: np.ndarray, trajectory: Any, thickness: int = 2, end_
 
     image = ensure_rgb_uint8(image, "trajectory image")
     if thickness < 1:
-        raise InputError(f"trajectory thickness={thickness}: must be >= 1 px")
+        raise InputError(f"trajectory thickness={thickness}: must be >= 1 px", kind="trajectory")
     traj = as_trajectory(trajectory)
     pts = clip_points(traj.points, image.shape[:2])
     seg = np.linalg.norm(np.diff(pts, axis=0), axis=1)
@@ -220,7 +221,7 @@ def endpose_positions(endposes: Any, arm: str = "left", where: str = "endpose") 
     if E.ndim != 2 or E.shape[1] != 14:
         raise DataError(f"{where}: expected RoboTwin end poses of shape (T, 14), got {E.shape}")
     if arm not in ENDPOSE_POS:
-        raise InputError(f"{where}: arm {arm!r}: expected one of {sorted(ENDPOSE_POS)}")
+        raise InputError(f"{where}: arm {arm!r}: expected one of {sorted(ENDPOSE_POS)}", kind="trajectory")
     return E[:, ENDPOSE_POS[arm]]
 
 
@@ -233,7 +234,7 @@ def episode_ee_trajectory(episode: Any, frames: Sequence[int] | None = None, cam
         frames = range(len(episode))
     frames = list(frames)
     if len(frames) < 2:
-        raise InputError(f"episode trajectory: need at least 2 frames, got {len(frames)}")
+        raise InputError(f"episode trajectory: need at least 2 frames, got {len(frames)}", kind="trajectory")
     name = str(getattr(episode, "path", "episode"))
     ref_index = frames[0] if reference is None else reference
     ref = episode.frame(ref_index)

@@ -37,18 +37,19 @@ def _parse_format(fmt: str, where: str) -> tuple[str | None, str | None]:
     if ";" not in fmt:
         if fmt.strip().lower() not in ("", "jpeg", "jpg", "png"):
             raise InputError(f"{where}: unsupported format {one_line(fmt, 80)!r}; expected e.g. 'rgb8; jpeg compressed "
-                             "bgr8' (image_transport compressed, jpeg or png)")
+                             "bgr8' (image_transport compressed, jpeg or png)", kind="bad_compressed")
         return None, None
     raw, rest = (part.strip() for part in fmt.split(";", 1))
     rest_l = rest.lower()
     if "compresseddepth" in rest_l.replace(" ", ""):
         raise InputError(f"{where}: format {one_line(fmt, 80)!r} is compressedDepth (a depth image), not a colour "
-                         "camera image")
+                         "camera image", kind="bad_compressed")
     if not any(f"{f} compressed" in rest_l for f in FORMATS):
-        raise InputError(f"{where}: unsupported format {one_line(fmt, 80)!r}; accepted: jpeg or png compressed")
+        raise InputError(f"{where}: unsupported format {one_line(fmt, 80)!r}; accepted: jpeg or png compressed",
+                         kind="bad_compressed")
     if raw not in _COLOR + _GREY:
         raise InputError(f"{where}: format {one_line(fmt, 80)!r}: raw encoding {one_line(raw, 40)!r} is not an 8-bit "
-                         f"colour or grey image; accepted: {list(_COLOR + _GREY)}")
+                         f"colour or grey image; accepted: {list(_COLOR + _GREY)}", kind="bad_compressed")
     target = rest_l.split("compressed", 1)[1].strip()
     order = "rgb" if target.startswith("rgb") else "bgr"  # "compressed bgr8", or nothing (grey): OpenCV's BGR
     return raw, order
@@ -84,25 +85,26 @@ def check(msg: Any, where: str = "compressed image") -> tuple[int, int]:
     blob = _as_bytes(msg.data)
     n = len(blob)
     if n == 0:
-        raise InputError(f"{where}: empty image (0 data bytes)")
+        raise InputError(f"{where}: empty image (0 data bytes)", kind="bad_compressed")
     _parse_format(msg.format, where)
     head = blob[:64]
     if head.startswith(_PNG_MAGIC):
         if n < 24 or head[12:16] != b"IHDR":
-            raise InputError(f"{where}: PNG data without an IHDR header ({n} bytes); corrupt image")
+            raise InputError(f"{where}: PNG data without an IHDR header ({n} bytes); corrupt image", kind="bad_compressed")
         w, h = struct.unpack(">II", head[16:24])
     elif head.startswith(_JPEG_MAGIC):
         size = _jpeg_size(blob)
         if size is None:
-            raise InputError(f"{where}: JPEG data without a frame header ({n} bytes); corrupt image")
+            raise InputError(f"{where}: JPEG data without a frame header ({n} bytes); corrupt image", kind="bad_compressed")
         w, h = size
     else:
         raise InputError(f"{where}: data is neither JPEG nor PNG (starts with {head[:8].hex()}; format "
-                         f"{_fmt(msg)!r}); corrupt or unsupported image")
+                         f"{_fmt(msg)!r}); corrupt or unsupported image", kind="bad_compressed")
     if w == 0 or h == 0:
-        raise InputError(f"{where}: empty image (width={w}, height={h})")
+        raise InputError(f"{where}: empty image (width={w}, height={h})", kind="bad_compressed")
     if w * h > MAX_PIXELS:
-        raise InputError(f"{where}: {w}x{h} image is larger than {MAX_PIXELS} pixels; refused before decoding")
+        raise InputError(f"{where}: {w}x{h} image is larger than {MAX_PIXELS} pixels; refused before decoding",
+                         kind="bad_compressed")
     return int(w), int(h)
 
 
@@ -121,11 +123,13 @@ def to_rgb(msg: Any, where: str = "compressed image") -> np.ndarray:
     buf = np.frombuffer(_as_bytes(msg.data), dtype=np.uint8)
     img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
     if img is None:
-        raise InputError(f"{where}: data does not decode ({len(buf)} bytes, format {_fmt(msg)!r}); corrupt image")
+        raise InputError(f"{where}: data does not decode ({len(buf)} bytes, format {_fmt(msg)!r}); corrupt image",
+                         kind="bad_compressed")
     if img.dtype != np.uint8:
-        raise InputError(f"{where}: {img.dtype} pixels; only 8-bit colour or grey images are accepted")
+        raise InputError(f"{where}: {img.dtype} pixels; only 8-bit colour or grey images are accepted", kind="bad_compressed")
     if img.shape[:2] != (h, w):
-        raise InputError(f"{where}: decoded {img.shape[1]}x{img.shape[0]}, header says {w}x{h}; corrupt image")
+        raise InputError(f"{where}: decoded {img.shape[1]}x{img.shape[0]}, header says {w}x{h}; corrupt image",
+                         kind="bad_compressed")
     if img.ndim == 2 or img.shape[2] == 1:
         return cv2.cvtColor(img.reshape(h, w), cv2.COLOR_GRAY2RGB)
     if img.shape[2] == 4:

@@ -1,4 +1,6 @@
-"""sensor_msgs Image/CameraInfo <-> numpy, following cv_bridge's conventions.
+"""ROS messages <-> numpy: every message the nodes read or build goes through here (images and camera info,
+stamps, joint states and trajectories, paths, rviz markers), so the nodes hold no message layouts. Images follow
+cv_bridge's conventions.
 
 Why not just cv_bridge: the PyPI ROS 2 environment has no ROS 2 cv_bridge (PyPI's ``cv-bridge`` is ROS 1's), so
 this module decodes the encodings we accept with numpy/OpenCV. When a system ROS 2 cv_bridge is importable it
@@ -85,19 +87,19 @@ def check_image(msg: Any, where: str = "image") -> Encoding:
     """Validate encoding, size, step and data length of a sensor_msgs/Image; return its Encoding."""
     enc = ENCODINGS.get(msg.encoding)
     if enc is None:
-        raise InputError(f"{where}: unsupported encoding {msg.encoding!r}; supported: {sorted(ENCODINGS)}")
+        raise InputError(f"{where}: unsupported encoding {msg.encoding!r}; supported: {sorted(ENCODINGS)}", kind="bad_encoding")
     h, w, step = int(msg.height), int(msg.width), int(msg.step)
     n = len(msg.data)
     if h == 0 or w == 0 or n == 0:
-        raise InputError(f"{where}: empty image (height={h}, width={w}, {n} data bytes)")
+        raise InputError(f"{where}: empty image (height={h}, width={w}, {n} data bytes)", kind="empty_image")
     row = w * enc.channels * enc.dtype.itemsize
     if step < row:
         raise InputError(f"{where}: step {step} is smaller than width*channels*bytes = {w}*{enc.channels}*"
-                         f"{enc.dtype.itemsize} = {row} for {msg.encoding}")
+                         f"{enc.dtype.itemsize} = {row} for {msg.encoding}", kind="bad_size")
     if step % enc.dtype.itemsize:
-        raise InputError(f"{where}: step {step} is not a multiple of the {enc.dtype.itemsize}-byte element size")
+        raise InputError(f"{where}: step {step} is not a multiple of the {enc.dtype.itemsize}-byte element size", kind="bad_size")
     if n != step * h:
-        raise InputError(f"{where}: data has {n} bytes but step*height = {step}*{h} = {step * h}")
+        raise InputError(f"{where}: data has {n} bytes but step*height = {step}*{h} = {step * h}", kind="bad_size")
     return enc
 
 
@@ -118,11 +120,19 @@ def image_to_numpy(msg: Any, where: str = "image", use_cv_bridge: bool = True) -
     return img[:, :, 0] if enc.channels == 1 else img
 
 
+def check_color_image(msg: Any, where: str = "image") -> Encoding:
+    """``check_image`` plus a colour/mono 8-bit encoding (what ``image_to_rgb`` decodes), without decoding: a
+    subscription callback's check."""
+    enc = check_image(msg, where)
+    if msg.encoding not in _TO_RGB:
+        raise InputError(f"{where}: encoding {msg.encoding!r} is not a colour image; accepted: {list(COLOR_ENCODINGS)}",
+                         kind="bad_encoding")
+    return enc
+
+
 def image_to_rgb(msg: Any, where: str = "image", use_cv_bridge: bool = True) -> np.ndarray:
     """Decode a colour/mono 8-bit image as (H, W, 3) uint8 RGB (no copy for unpadded rgb8)."""
-    check_image(msg, where)
-    if msg.encoding not in _TO_RGB:
-        raise InputError(f"{where}: encoding {msg.encoding!r} is not a colour image; accepted: {list(COLOR_ENCODINGS)}")
+    check_color_image(msg, where)
     img = image_to_numpy(msg, where, use_cv_bridge)
     code = _TO_RGB[msg.encoding]
     if code is not None:
@@ -130,10 +140,18 @@ def image_to_rgb(msg: Any, where: str = "image", use_cv_bridge: bool = True) -> 
     return img
 
 
+def depth_to_16uc1(depth_mm: np.ndarray) -> np.ndarray:
+    """Float millimetres -> uint16 millimetres as realsense2_camera publishes them (16UC1): rounded, 0 = no data
+    (NaN, inf, <= 0), clipped at 65535."""
+    d = np.asarray(depth_mm, dtype=np.float64)
+    out = np.where(np.isfinite(d) & (d > 0), np.rint(d), 0.0)
+    return np.clip(out, 0, 65535).astype(np.uint16)
+
+
 def depth_to_mm(msg: Any, where: str = "depth") -> np.ndarray:
     """Depth image -> float32 millimetres: 16UC1/mono16 are mm (REP 118 / realsense2_camera), 32FC1 metres."""
     if msg.encoding not in DEPTH_ENCODINGS:
-        raise InputError(f"{where}: depth encoding {msg.encoding!r}; expected 16UC1 (mm) or 32FC1 (m)")
+        raise InputError(f"{where}: depth encoding {msg.encoding!r}; expected 16UC1 (mm) or 32FC1 (m)", kind="bad_encoding")
     d = image_to_numpy(msg, where)
     return d.astype(np.float32) * (1000.0 if msg.encoding == "32FC1" else 1.0)
 
@@ -193,7 +211,7 @@ def camera_info_to_K(msg: Any, where: str = "camera_info") -> np.ndarray:
     """3x3 float64 intrinsics from CameraInfo.k (row-major); refuses an all-zero (uncalibrated) K."""
     K = np.asarray(msg.k, dtype=np.float64).reshape(3, 3)
     if not np.isfinite(K).all() or K[0, 0] <= 0 or K[1, 1] <= 0 or K[2, 2] == 0:
-        raise InputError(f"{where}: uncalibrated or invalid K {K.ravel().tolist()} (all finite, fx, fy > 0)")
+        raise InputError(f"{where}: uncalibrated or invalid K {K.ravel().tolist()} (all finite, fx, fy > 0)", kind="camera_info")
     return K
 
 
@@ -238,6 +256,19 @@ def stamp_key(stamp: Any) -> tuple[int, int]:
     return int(stamp.sec), int(stamp.nanosec)
 
 
+def stamp_seconds(stamp: Any) -> float:
+    """builtin_interfaces/Time -> seconds (float)."""
+    return stamp.sec + stamp.nanosec * 1e-9
+
+
+def stamp_plus(stamp: Any, seconds: float) -> Any:
+    """``stamp`` + ``seconds`` as a new builtin_interfaces/Time (exact in nanoseconds)."""
+    from builtin_interfaces.msg import Time
+
+    total = stamp.sec * 1_000_000_000 + stamp.nanosec + round(seconds * 1e9)
+    return Time(sec=total // 1_000_000_000, nanosec=total % 1_000_000_000)
+
+
 def joint_state_msg(positions: np.ndarray, names: Any, stamp: Any, frame_id: str = "") -> Any:
     """sensor_msgs/JointState with one position per name (velocity and effort left empty: not measured)."""
     from sensor_msgs.msg import JointState
@@ -255,16 +286,17 @@ def joint_state_vector(msg: Any, names: Any, where: str = "joint_states") -> np.
     got = list(msg.name)
     pos = np.asarray(msg.position, dtype=np.float64)
     if len(pos) != len(got):
-        raise InputError(f"{where}: {len(got)} names but {len(pos)} positions")
+        raise InputError(f"{where}: {len(got)} names but {len(pos)} positions", kind="joint_state")
     index = {n: i for i, n in enumerate(got)}
     missing = [n for n in names if n not in index]
     if missing:
         raise InputError(f"{where}: missing joint(s) {missing[:4]}{' ...' if len(missing) > 4 else ''} "
-                         f"(have {len(got)} joints: {[str(n)[:40] for n in got[:4]]}{' ...' if len(got) > 4 else ''})")
+                         f"(have {len(got)} joints: {[str(n)[:40] for n in got[:4]]}{' ...' if len(got) > 4 else ''})",
+                         kind="joint_state")
     out = pos[[index[n] for n in names]]
     if not np.isfinite(out).all():
         raise InputError(f"{where}: positions of {[n for n, v in zip(names, out) if not np.isfinite(v)][:4]} are "
-                         "not finite")
+                         "not finite", kind="joint_state")
     return out
 
 
@@ -342,3 +374,45 @@ def tcp_path_markers(paths: np.ndarray, frame_id: str, stamp: Any, ns: str = "fr
         end.color = colours[arm]
         out.markers += [line, end]
     return out
+
+
+def path_msg(poses: Any, stamp: Any, frame_id: str) -> Any:
+    """nav_msgs/Path of ``poses`` (geometry_msgs/PoseStamped) with a new header."""
+    from nav_msgs.msg import Path as PathMsg
+
+    path = PathMsg()
+    path.header.stamp = stamp
+    path.header.frame_id = frame_id
+    path.poses = list(poses)
+    return path
+
+
+def trajectory_markers(path: Any) -> Any:
+    """visualization_msgs/MarkerArray of a nav_msgs/Path: a red -> blue LINE_STRIP through it plus a sphere at its
+    end, in the path's frame (rviz)."""
+    from geometry_msgs.msg import Point
+    from std_msgs.msg import ColorRGBA
+    from visualization_msgs.msg import Marker, MarkerArray
+
+    n = len(path.poses)
+    line = Marker()
+    line.header = path.header
+    line.ns, line.id, line.type, line.action = "frameplan_trajectory", 0, Marker.LINE_STRIP, Marker.ADD
+    line.pose.orientation.w = 1.0
+    line.scale.x = 0.005
+    for i, ps in enumerate(path.poses):
+        f = i / max(n - 1, 1)
+        line.points.append(Point(x=ps.pose.position.x, y=ps.pose.position.y, z=ps.pose.position.z))
+        line.colors.append(ColorRGBA(r=1.0 - f, g=0.0, b=f, a=1.0))
+    end = Marker()
+    end.header = path.header
+    end.ns, end.id, end.type, end.action = "frameplan_trajectory", 1, Marker.SPHERE, Marker.ADD
+    end.pose = path.poses[-1].pose
+    end.scale.x = end.scale.y = end.scale.z = 0.02
+    end.color = ColorRGBA(r=0.0, g=0.0, b=1.0, a=1.0)
+    return MarkerArray(markers=[line, end])
+
+
+def path_points(path: Any) -> np.ndarray:
+    """(N, 3) positions of a nav_msgs/Path's poses."""
+    return np.array([[p.pose.position.x, p.pose.position.y, p.pose.position.z] for p in path.poses], dtype=np.float64)

@@ -1,12 +1,12 @@
-"""Every parameter of the foresight node, in one dataclass (defaults deployed in config/foresight.yaml), and
-where a ``model`` may come from (``model_roots``)."""
+"""Every parameter of the foresight node, in one dataclass (defaults deployed in config/foresight.yaml), where a
+``model`` may come from (``model_roots``), and why a value set at run time is refused (``parameter_refusal``)."""
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from frameplan_ros.params import param
+from frameplan_ros.params import param, validate
 
 MODES = ("predictor", "planner", "policy")
 TRIGGERS = ("on_instruction", "continuous")
@@ -52,16 +52,12 @@ class ForesightParams:
                                        range=(1, 100000))
     image_topic: str = param("/camera/camera/color/image_raw", "colour image (rgb8, bgr8, rgba8, bgra8, mono8)",
                              read_only=True)
-    depth_topic: str = param("/camera/camera/aligned_depth_to_color/image_raw",
-                             "aligned depth (16UC1 mm or 32FC1 m); associated with colour frames by stamp",
-                             read_only=True)
     camera_info_topic: str = param("/camera/camera/color/camera_info",
                                    "intrinsics of the colour camera (needed to project trajectories)", read_only=True)
     instruction_topic: str = param("/frameplan/instruction", "std_msgs/String instructions", read_only=True)
     trajectory_topic: str = param("/frameplan/trajectory", "nav_msgs/Path in the camera optical frame (planner)",
                                   read_only=True)
     output_prefix: str = param("/frameplan", "namespace of every output topic", read_only=True)
-    use_depth: bool = param(True, "subscribe to the aligned depth topic", read_only=True)
     use_camera_info: bool = param(True, "subscribe to camera_info", read_only=True)
     camera_qos: str = param("sensor_data", "camera subscriptions: sensor_data (best effort, depth 5) or reliable "
                             "(bag replay)", choices=QOS_CHOICES, read_only=True)
@@ -78,8 +74,6 @@ class ForesightParams:
                                            "comparison heat map", range=(0.1, 255.0))
     plan_frame_stamp_step: float = param(0.001, "plan/frames: frame k is stamped source stamp + k * this (s)",
                                          range=(1e-9, 10.0))
-    depth_match_tolerance: float = param(0.02, "max |stamp difference| (s) to pair a depth frame with colour",
-                                         range=(0.0, 1.0))
     diagnostics_period: float = param(1.0, "seconds between /diagnostics messages", range=(0.05, 60.0))
     shutdown_timeout: float = param(10.0, "seconds to wait for a running inference at shutdown", range=(0.0, 600.0))
     lifecycle: bool = param(False, "true: a managed node that starts unconfigured (configure loads the model, "
@@ -135,3 +129,72 @@ def model_outside_roots(value: str, roots: list[Path], trusted: str = "") -> boo
     if trusted and real == Path(os.path.realpath(Path(trusted).expanduser())):
         return False
     return not any(real.is_relative_to(root) for root in roots)
+
+
+def instruction_refusal(text: str, where: str) -> str | None:
+    """Why an instruction given as a parameter would be refused by the model (empty = none given: fine)."""
+    from frameplan_core.errors import InputError
+    from frameplan_core.text import validate_instruction
+
+    if not text.strip():
+        return None
+    try:
+        validate_instruction(text, where)
+    except InputError as exc:
+        return str(exc)
+    return None
+
+
+def is_preset(value: str) -> bool:
+    """A preset name (``tiny``...) rather than a path: loads the embedded or a named model, no file of the caller's."""
+    return value in PRESET_MODELS and not os.path.lexists(value)
+
+
+def model_refusal(value: str, roots: list[Path], trusted: str) -> str | None:
+    """Why a run-time ``model`` value is refused: a path outside ``model_roots`` is refused on its name alone,
+    before anything there is looked at (remote callers must not learn what exists where)."""
+    from frameplan_core.errors import one_line
+
+    if not value or is_preset(value):
+        return None
+    if model_outside_roots(value, roots, trusted):
+        return (f"model={one_line(value, 200)!r}: outside model_roots ({os.pathsep.join(map(str, roots))}); put the "
+                "checkpoint under one of them, or start the node with a model_roots that holds it")
+    if not Path(value).expanduser().exists():
+        return f"model={one_line(value, 200)!r}: no such checkpoint folder"
+    return None
+
+
+def device_refusal(value: str) -> str | None:
+    """Why a ``device`` cannot be used on this machine (CUDA asked for, none there)."""
+    if not str(value).startswith("cuda"):
+        return None
+    try:
+        import torch
+    except ImportError:
+        return "device: torch is not importable"
+    return None if torch.cuda.is_available() else f"device={value!r}: CUDA is not available on this machine"
+
+
+def parameter_refusal(name: str, value: object, changing: set[str], *, roots: list[Path], start_model: str,
+                      start_policy: str, model: object = None, kind: str | None = None) -> str | None:
+    """Why a run-time change of parameter ``name`` to ``value`` is refused (None: accepted). ``changing``: every
+    name set in the same call; ``roots``: the resolved model_roots; ``start_model``/``start_policy``: what the node
+    was launched with (trusted); ``model``/``kind``: the loaded model, against which a new ``steps`` is checked
+    unless the model changes in the same call (a new model is checked when it loads)."""
+    reason = validate(ForesightParams, name, value)
+    if reason is None and name == "model":
+        reason = model_refusal(str(value), roots, start_model)
+    elif reason is None and name == "policy":
+        from frameplan_ros.policy_runner import policy_refusal
+
+        reason = policy_refusal(str(value), roots, start_policy)
+    elif reason is None and name == "default_instruction":
+        reason = instruction_refusal(str(value), "default_instruction")
+    elif reason is None and name == "steps" and not changing & set(MODEL_PARAMS):
+        from frameplan_core.models import steps_refusal
+
+        reason = steps_refusal(model, kind, int(value))
+    elif reason is None and name == "device":
+        reason = device_refusal(str(value))
+    return reason

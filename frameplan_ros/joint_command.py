@@ -30,8 +30,7 @@ class CommandRefused(InputError):
     """A joint command that is not executed; ``kind`` is one of ``KINDS`` (counted per kind in /diagnostics)."""
 
     def __init__(self, kind: str, message: str) -> None:
-        super().__init__(one_line(message))
-        self.kind = kind
+        super().__init__(one_line(message), kind=kind)
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ def free_model_memory(devices: set[str]) -> None:
 
 class ManagedNode:
     """Lifecycle callbacks of the foresight node (mixed in before rclpy's LifecycleNode). The node provides
-    ``p`` (parameters), ``worker``, ``_reload``, ``load_model_now()`` and ``drop_model()``."""
+    ``p`` (parameters), ``worker``, ``models`` (model_slot.ModelSlot), ``load_model_now()`` and ``drop_model()``."""
 
     active = False  # frames are processed and outputs published
     allow_load = False  # the worker loads models only while configured
@@ -58,10 +58,10 @@ class ManagedNode:
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         if not self.p.lifecycle:
             self.allow_load = True  # the worker loads in the background; the node reports meanwhile
-            self._reload.set()
+            self.models.reload.set()
             self.lifecycle_state = "inactive"
             return SUCCESS
-        self._reload.clear()
+        self.models.reload.clear()
         t0 = time.monotonic()
         if not self.load_model_now():
             self.get_logger().error("configure failed: the model could not be loaded (see /diagnostics model_load)")

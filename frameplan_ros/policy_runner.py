@@ -26,60 +26,9 @@ from typing import Any
 import numpy as np
 
 from frameplan_core.errors import InputError, one_line
-from frameplan_ros.robot_model import JOINT_NAMES
+from frameplan_core.models import PolicyModels
 
 POLICY_PRESETS = ("tiny", "tiny-nogoal")  # frameplan_core.policy.config.PRESETS (a test keeps them equal)
-GOAL_SOURCES = ("predictor", "planner")
-
-
-@dataclass
-class PolicyModels:
-    """What policy mode runs: the policy and, for a goal-conditioned one, the model that makes its goals."""
-
-    policy: Any  # frameplan_core.policy.GoalPolicy
-    goal_model: Any  # FramePredictor | GridPlanner | None (a goal: false policy needs none)
-    goal_source: str
-
-    @property
-    def step_s(self) -> float:
-        """Seconds of robot time per policy step (a chunk's commands are this far apart)."""
-        from frameplan_core.sim.scene import TIMESTEP
-
-        return self.policy.config.step_ticks * TIMESTEP
-
-    def describe(self) -> str:
-        goal = "no goal model (goal: false policy)" if self.goal_model is None else \
-            f"goals from the {self.goal_source}: {_describe(self.goal_model)}"
-        return f"{self.policy.describe()}; {goal}"
-
-    def warmup(self) -> None:
-        """One pass through each model on a blank frame, so the first real frame is not slowed by lazy set-up."""
-        blank = np.zeros((64, 64, 3), np.uint8)
-        goal = None
-        if self.goal_source == "predictor" and self.goal_model is not None:
-            goal = self.goal_model.predict(blank, "warm up", steps=1, seed=0, output_size="input")
-        elif self.goal_model is not None:
-            self.goal_model.plan(blank, "warm up", steps=1, seed=0)
-            goal = blank
-        self.policy.act(blank, np.zeros(len(JOINT_NAMES)), goal if self.policy.config.goal else None)
-
-
-def _describe(model: Any) -> str:
-    try:
-        return str(model.describe())
-    except Exception:  # noqa: BLE001 - cosmetic
-        return type(model).__name__
-
-
-def load_policy_models(goal_source: str, model: str, policy: str, device: str) -> PolicyModels:
-    """Load the policy (``''`` = the embedded ``tiny``) and, when it takes goals, the goal model of ``goal_source``
-    (``model``; ``''`` = that mode's embedded default)."""
-    from frameplan_core.policy import GoalPolicy
-    from frameplan_ros.foresight_node import load_model
-
-    pol = GoalPolicy.from_pretrained(policy or "tiny", device=device)
-    goal_model = load_model(goal_source, model, device) if pol.config.goal else None
-    return PolicyModels(pol, goal_model, goal_source)
 
 
 def policy_refusal(value: str, roots: list[Path], trusted: str) -> str | None:
@@ -115,7 +64,7 @@ class PolicyRunner:
     """State of one closed loop (see the module docstring). ``step`` returns a Decision when a new chunk is due
     (the first frame, then once ``execute`` policy steps have passed), else None."""
 
-    models: PolicyModels
+    models: PolicyModels  # frameplan_core.models: the policy and its goal model
     cfg: Any  # frameplan_core.policy.rollout.RolloutConfig
     seed: int = 0
     predict_kw: dict = field(default_factory=dict)  # steps, samples for the goal model
@@ -161,7 +110,8 @@ class PolicyRunner:
         if policy.config.goal and m.goal_source == "predictor":
             if self._goal is None or self._since_goal >= cfg.period:
                 if not instruction:
-                    raise InputError("predictor: no instruction yet (publish one on the instruction topic)")
+                    raise InputError("predictor: no instruction yet (publish one on the instruction topic)",
+                                     kind="no_instruction")
                 self._goal = m.goal_model.predict(image, instruction, output_size="input", seed=self.seed + self.steps,
                                                   samples=cfg.predictor_samples, **self.predict_kw)
                 self._since_goal, new_goal = 0, True
@@ -237,10 +187,9 @@ class JointStateBuffer:
                     break
                 self._cond.wait(left)
         if best is None:
-            raise InputError(f"{where}: no joint state received yet")
+            raise InputError(f"{where}: no joint state received yet", kind="joint_state")
         raise InputError(f"{where}: no joint state within {tolerance} s of the frame (nearest {best[0] - t:+.3f} s; "
-                         "joint_state_tolerance)")
+                         "joint_state_tolerance)", kind="joint_state")
 
 
-__all__ = ["GOAL_SOURCES", "POLICY_PRESETS", "Decision", "JointStateBuffer", "PolicyModels", "PolicyRunner",
-           "load_policy_models", "policy_refusal", "rollout_config"]
+__all__ = ["POLICY_PRESETS", "Decision", "JointStateBuffer", "PolicyRunner", "policy_refusal", "rollout_config"]

@@ -20,10 +20,6 @@ from frameplan_ros.policy_runner import JointStateBuffer, PolicyRunner, rollout_
 from frameplan_ros.robot_model import JOINT_NAMES
 
 
-def _seconds(stamp: Any) -> float:
-    return stamp.sec + stamp.nanosec * 1e-9
-
-
 class PolicyStage:
     """Made by the node the first time it is in policy mode; ``run(job, models)`` is called by its worker."""
 
@@ -49,9 +45,9 @@ class PolicyStage:
         try:
             q = convert.joint_state_vector(msg, JOINT_NAMES, p.joint_states_topic)
         except InputError as exc:
-            self.node.health.error("joint_state", str(exc), WARN)
+            self.node.health.error(exc.kind, str(exc), WARN)
             return
-        self.joints.add(_seconds(msg.header.stamp), q)
+        self.joints.add(convert.stamp_seconds(msg.header.stamp), q)
 
     def forget(self) -> None:
         """The models are gone (lifecycle cleanup): the next run starts a new loop."""
@@ -76,7 +72,7 @@ class PolicyStage:
         if job.instruction != self._instruction:  # a new task: a new goal, and the steps count from 0
             self._instruction = job.instruction
             runner.reset()
-        t = _seconds(job.image.header.stamp)
+        t = convert.stamp_seconds(job.image.header.stamp)
         if not runner.due(t):
             return None
         q = self.joints.match(t, p.joint_state_tolerance, p.joint_states_topic)
@@ -85,15 +81,11 @@ class PolicyStage:
         if d is None:
             return None
         header = job.image.header
-        node._publish(self.pub_command, convert.joint_trajectory_msg(d.commands, JOINT_NAMES, models.step_s,
-                                                                     header.stamp))
+        node.outputs.publish(self.pub_command, convert.joint_trajectory_msg(d.commands, JOINT_NAMES, models.step_s,
+                                                                            header.stamp))
         if d.new_goal and d.goal is not None:
             self.goals += 1
-            node._publish(node.pub_pred, convert.rgb_to_image(np.ascontiguousarray(d.goal), header))
-            if p.publish_comparison:
-                node._publish(node.pub_cmp, convert.rgb_to_image(node._comparison(rgb, d.goal, None), header))
-            if d.plan is not None:
-                node._publish(node.pub_grid, convert.rgb_to_image(np.asarray(d.plan.grid), header))
+            node.outputs.goal(header, rgb, d.goal, d.plan)
         self.trajectories += 1
         self.last_steps = d.steps
         self._goal_ms.append(d.goal_ms)

@@ -26,7 +26,6 @@ PACKAGE = "frameplan_ros"
 DEFAULT_TOPICS = {
     "image_topic": "/camera/camera/color/image_raw",
     "camera_info_topic": "/camera/camera/color/camera_info",
-    "depth_topic": "/camera/camera/aligned_depth_to_color/image_raw",
     "instruction_topic": "/frameplan/instruction",
     "trajectory_topic": "/frameplan/trajectory",
 }

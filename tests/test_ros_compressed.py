@@ -139,7 +139,7 @@ def test_compressed_replay_drives_the_foresight_node_and_bad_messages_are_counte
     fore = NodeProcess("frameplan_ros.foresight_node", config_path("foresight.yaml"),
                        {"model": str(tmp_path / "model"), "device": "cpu", "steps": 1, "image_transport": "compressed",
                         "trigger": "continuous", "default_instruction": "stack the blocks",
-                        "camera_qos": "reliable", "use_depth": False,
+                        "camera_qos": "reliable",
                         "use_camera_info": False, "diagnostics_period": 0.2, "warmup": False},
                        log_path=tmp_path / "foresight.log")
     probe = Probe("compressed_probe")

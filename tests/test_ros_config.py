@@ -18,7 +18,7 @@ from rclpy.parameter import Parameter
 from frameplan_core.errors import ConfigError
 from frameplan_ros import params as paramlib
 from frameplan_ros.foresight_params import ForesightParams
-from frameplan_ros.sim_bridge_node import SimBridgeParams
+from frameplan_ros.sim_bridge_params import SimBridgeParams
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "config"

@@ -1,5 +1,5 @@
 """The nodes in this process (own rclpy context, real DDS on loopback): parameter overrides of the wrong numeric
-type or out of range, run-time parameter changes that must take effect, depth encodings, and what /diagnostics
+type or out of range, run-time parameter changes that must take effect, the plan frames queue, and what /diagnostics
 says when no model could be loaded. No model is loaded here (a missing checkpoint), so each case takes seconds."""
 import subprocess
 import sys
@@ -24,11 +24,11 @@ from frameplan_ros import params as paramlib
 from frameplan_ros.diagnostics import ERROR
 from frameplan_ros.foresight_node import ForesightNode
 from frameplan_ros.foresight_params import ForesightParams
-from frameplan_ros.sim_bridge_node import SimBridgeNode, SimBridgeParams
+from frameplan_ros.sim_bridge_node import SimBridgeNode
+from frameplan_ros.sim_bridge_params import SimBridgeParams
 from frameplan_ros.testing import diagnostic_values
 
 MISSING_MODEL = "/nonexistent/frameplan_checkpoint"
-DEPTH_TOPIC = "/camera/camera/aligned_depth_to_color/image_raw"
 IMAGE_TOPIC = "/camera/camera/color/image_raw"
 
 
@@ -112,33 +112,6 @@ def test_diagnostics_without_a_model_give_the_load_error_not_ok(ctx):
         node.destroy_node()
 
 
-def test_depth_in_a_colour_encoding_is_refused(ctx):
-    node = _foresight(ctx)
-    pub_node = rclpy.create_node("depth_pub", context=ctx)
-    pub = pub_node.create_publisher(Image, DEPTH_TOPIC, qos_profile_sensor_data)
-    executor = SingleThreadedExecutor(context=ctx)
-    executor.add_node(node)
-    executor.add_node(pub_node)
-    try:
-        assert _spin_until(executor, lambda: pub.get_subscription_count() > 0, 10)
-        rgb = convert.numpy_to_image(np.zeros((4, 6, 3), np.uint8), "rgb8", frame_id="cam")
-
-        def refused():
-            pub.publish(rgb)
-            return "depth_bad_encoding" in node.health.errors
-        assert _spin_until(executor, refused, 10), sorted(node.health.errors)
-        message = node.health.errors["depth_bad_encoding"].message
-        assert DEPTH_TOPIC in message and "'rgb8'" in message and "16UC1" in message
-        assert not node._depth  # not kept for pairing with colour frames
-        for arr, enc in ((np.ones((4, 6), np.uint16), "16UC1"), (np.ones((4, 6), np.float32), "32FC1")):
-            good = convert.numpy_to_image(arr, enc, frame_id="cam")
-            n = len(node._depth)
-            assert _spin_until(executor, lambda g=good, n=n: pub.publish(g) or len(node._depth) > n, 10)
-        assert set(node.health.errors) - {"model_load"} == {"depth_bad_encoding"}  # 16UC1 / 32FC1 accepted
-    finally:
-        _destroy(executor, pub_node, node)
-
-
 def test_run_time_default_instruction_and_diagnostics_period_take_effect(ctx):
     node = _foresight(ctx, trigger="continuous", default_instruction="", diagnostics_period=1.0)
     pub_node = rclpy.create_node("image_pub", context=ctx)
@@ -214,7 +187,7 @@ def test_plan_frames_queue_holds_the_longest_plan(ctx):
 
     node = _foresight(ctx, output_queue_depth=10, mode="planner")
     try:
-        assert node.pub_frames.qos_profile.depth == 8 * MAX_CHAIN + 1
-        assert node.pub_pred.qos_profile.depth == 10
+        assert node.outputs.pub_frames.qos_profile.depth == 8 * MAX_CHAIN + 1
+        assert node.outputs.pub_pred.qos_profile.depth == 10
     finally:
         node.destroy_node()

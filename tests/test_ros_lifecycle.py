@@ -71,7 +71,7 @@ def test_lifecycle_services_drive_the_node_from_unconfigured_to_shutdown(predict
     node = NodeProcess("frameplan_ros.foresight_node", config_path("foresight.yaml"),
                        {"lifecycle": True, "model": str(predictor / "predictor"), "model_roots": str(predictor),
                         "device": "cpu", "steps": 1, "samples": 1, "trigger": "continuous",
-                        "default_instruction": "stack the blocks", "use_depth": False, "use_camera_info": False,
+                        "default_instruction": "stack the blocks", "use_camera_info": False,
                         "diagnostics_period": 0.2, "camera_qos": "reliable", "publish_uncertainty": False},
                        log_path=tmp_path / "node.log")
     probe = Probe("lifecycle_probe")
@@ -149,7 +149,7 @@ def _managed(ctx, predictor, device="cpu"):
 
     return ForesightNode(context=ctx, parameter_overrides=paramlib.overrides(
         {"lifecycle": True, "model": str(predictor / "predictor"), "device": device, "warmup": False,
-         "use_depth": False, "use_camera_info": False, "shutdown_timeout": 5.0}))
+         "use_camera_info": False, "shutdown_timeout": 5.0}))
 
 
 def test_cleanup_drops_the_model_and_shutdown_completes_the_spin(ctx, predictor):

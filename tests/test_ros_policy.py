@@ -65,7 +65,8 @@ def test_runner_fed_a_rollouts_frames_gives_its_goals_and_commands(models, goal_
     from frameplan_core.policy import GoalPolicy
     from frameplan_core.policy.rollout import Models, RolloutConfig, make_env, run_policy
     from frameplan_core.predictor import FramePredictor
-    from frameplan_ros.policy_runner import PolicyModels, PolicyRunner
+    from frameplan_core.models import PolicyModels
+    from frameplan_ros.policy_runner import PolicyRunner
 
     calls = []
 
@@ -108,7 +109,8 @@ def test_runner_fed_a_rollouts_frames_gives_its_goals_and_commands(models, goal_
 def test_a_goal_free_policy_runs_without_goal_model_or_instruction(models):
     from frameplan_core.policy import GoalPolicy, PolicyConfig
     from frameplan_core.policy.rollout import RolloutConfig
-    from frameplan_ros.policy_runner import PolicyModels, PolicyRunner
+    from frameplan_core.models import PolicyModels
+    from frameplan_ros.policy_runner import PolicyRunner
 
     base = GoalPolicy.from_pretrained(models["policy"], device="cpu")
     cfg = PolicyConfig.from_dict({**base.config.to_dict(), "goal": False, "name": "tiny-nogoal"})
@@ -136,7 +138,7 @@ def _node(ctx, models, **params):
     from frameplan_ros.foresight_node import ForesightNode
 
     base = {"mode": "policy", "policy": str(models["policy"]), "model": str(models["predictor"]), "device": "cpu",
-            "steps": 1, "samples": 1, "use_depth": False, "use_camera_info": False, "camera_qos": "reliable",
+            "steps": 1, "samples": 1, "use_camera_info": False, "camera_qos": "reliable",
             "warmup": False, "model_roots": str(models["root"]), "diagnostics_period": 0.2, "shutdown_timeout": 5.0}
     return ForesightNode(context=ctx, parameter_overrides=paramlib.overrides({**base, **params}))
 

@@ -14,7 +14,8 @@ from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import String
 
 from frameplan_ros import convert
-from frameplan_ros.sim_bridge_node import depth_to_16uc1, recorded_rate
+from frameplan_ros.convert import depth_to_16uc1
+from frameplan_ros.sim_bridge_params import recorded_rate
 from frameplan_ros.testing import NodeProcess, Probe, config_path, diagnostic_values
 
 NS = "/camera/camera"

@@ -18,15 +18,15 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
 
 from frameplan_core.errors import ConfigError
 from frameplan_ros import convert
 from frameplan_ros import params as paramlib
 from frameplan_ros.diagnostics import ERROR, MAX_MESSAGE_CHARS, status_message
-from frameplan_ros.foresight_node import ForesightNode, _input_kind
-from frameplan_ros.foresight_params import resolve_model_roots, user_model_dir
+from frameplan_ros.foresight_node import ForesightNode
+from frameplan_ros.foresight_params import model_refusal, resolve_model_roots, user_model_dir
 from frameplan_ros.testing import NodeProcess, Probe, config_path, diagnostic_values
 
 MISSING_MODEL = "/nonexistent/frameplan_checkpoint"
@@ -59,7 +59,7 @@ def ctx():
 
 
 def _node(ctx, **params):
-    base = {"model": MISSING_MODEL, "device": "cpu", "warmup": False, "use_camera_info": False, "use_depth": False,
+    base = {"model": MISSING_MODEL, "device": "cpu", "warmup": False, "use_camera_info": False,
             "shutdown_timeout": 2.0}
     return ForesightNode(context=ctx, parameter_overrides=paramlib.overrides({**base, **params}))
 
@@ -113,10 +113,43 @@ def test_control_character_instruction_is_refused_and_the_good_one_kept(ctx):
         node.destroy_node()
 
 
-def test_worker_side_instruction_errors_are_not_called_missing():
-    assert _input_kind("predictor: no instruction yet (publish one on the instruction topic)") == "no_instruction"
-    assert _input_kind("instruction[0]: contains control/surrogate characters ['\\x1b']") == "instruction_invalid"
-    assert _input_kind("instruction[0]: empty instruction; say what should happen") == "instruction_invalid"
+def test_error_kinds_come_from_the_error_not_its_wording(ctx):
+    """Every input error carries its kind (InputError.kind, set where it is raised); the node counts what the error
+    says, never guessing from the message: an invalid instruction is not a missing one, and a message that reads
+    like another kind is counted as its own."""
+    from frameplan_core.errors import InputError
+    from frameplan_core.text import validate_instruction
+    from frameplan_core.trajectory import project
+    from frameplan_ros import compressed
+    from frameplan_ros.policy_runner import JointStateBuffer
+
+    def kind(fn, *args):
+        with pytest.raises(InputError) as info:
+            fn(*args)
+        return info.value.kind
+
+    assert kind(validate_instruction, "hand\x1b[2J over", "instruction[0]") == "instruction_invalid"
+    assert kind(validate_instruction, "   ", "instruction[0]") == "instruction_invalid"
+    yuv = convert.numpy_to_image(np.zeros((4, 4, 3), np.uint8), "rgb8")
+    yuv.encoding = "yuv422"
+    assert kind(convert.check_color_image, yuv, "/cam") == "bad_encoding"
+    assert kind(convert.check_color_image, convert.numpy_to_image(np.zeros((4, 4), np.uint16), "16UC1")) == \
+        "bad_encoding"
+    short = convert.numpy_to_image(np.zeros((4, 4, 3), np.uint8), "rgb8")
+    short.step = 3
+    assert kind(convert.check_image, short, "/cam") == "bad_size"
+    assert kind(compressed.check, CompressedImage(), "/cam/compressed") == "bad_compressed"
+    assert kind(JointStateBuffer().match, 1.0, 0.01, "/joint_states", 0.0) == "joint_state"
+    assert kind(project, np.zeros((2, 3)), np.eye(3), "/frameplan/trajectory") == "trajectory"
+    assert InputError("no instruction yet, empty, step, encoding").kind == "bad_input"
+    node = _node(ctx)
+    try:
+        node._job_failed(InputError("predictor: no instruction yet (publish one)", kind="no_instruction"), None)
+        node._job_failed(InputError("instruction[0]: empty instruction, encoding step"), None)
+        assert {"no_instruction", "bad_input"} <= set(node.health.errors)
+        assert not {"instruction_invalid", "empty_image", "bad_encoding", "bad_size"} & set(node.health.errors)
+    finally:
+        node.destroy_node()
 
 
 def test_default_instruction_follows_the_same_rules(ctx):
@@ -178,7 +211,8 @@ def test_model_outside_model_roots_is_refused_without_looking(ctx, tmp_path):
         # inside a root: the usual checks; presets and the launch-time model stay allowed
         res = _set(node, model=str(root / "missing"))[0]
         assert not res.successful and "no such checkpoint folder" in res.reason
-        assert node._model_refusal("tiny") is None and node._model_refusal("flux-dev") is None
+        assert model_refusal("tiny", node._model_roots, str(launched)) is None
+        assert model_refusal("flux-dev", node._model_roots, str(launched)) is None
         for ok in (str(root / "mine"), str(launched)):
             assert _set(node, model=ok)[0].successful, ok
     finally:

@@ -61,7 +61,7 @@ class Rig:
     def __init__(self, ctx, models, **params):
         mode = params.get("mode", "predictor")
         base = {"model": str(models / mode), "model_roots": str(models), "device": "cpu", "steps": 1,
-                "warmup": False, "use_camera_info": False, "use_depth": False, "shutdown_timeout": 30.0}
+                "warmup": False, "use_camera_info": False, "shutdown_timeout": 30.0}
         self.node = ForesightNode(context=ctx, parameter_overrides=paramlib.overrides({**base, **params}))
         self.probe = rclpy.create_node("unc_probe", context=ctx)
         self.got: dict[str, list] = {t: [] for t in self.TOPICS}

@@ -10,7 +10,6 @@ Trajectory file (JSON): [[x, y], ...] pixel points of --image, or {"points": [[x
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 
@@ -38,19 +37,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def read_trajectory(path: str | Path):
     from frameplan_core.errors import DataError, InputError
+    from frameplan_core.jsonfile import read_json
     from frameplan_core.trajectory import as_trajectory
 
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"{path}: trajectory file not found") from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: not valid JSON ({exc})") from None
+    data = read_json(path, DataError, kind=None, missing="trajectory file not found", what="the trajectory file")
     try:
         return as_trajectory(data)
     except InputError as exc:
-        raise InputError(f"{path}: {exc}") from None
+        raise InputError(f"{path}: {exc}", kind=exc.kind) from None
 
 
 def run(args: argparse.Namespace) -> int:

@@ -223,7 +223,8 @@ def run(args: argparse.Namespace) -> int:
     from frameplan_ros.foresight_node import ForesightNode
     from frameplan_ros.foresight_params import ForesightParams
     from frameplan_ros.params import check_names, check_yaml_against, overrides
-    from frameplan_ros.sim_bridge_node import SimBridgeNode, SimBridgeParams
+    from frameplan_ros.sim_bridge_node import SimBridgeNode
+    from frameplan_ros.sim_bridge_params import SimBridgeParams
 
     bridge_over, fore_over = _overrides(args)
     check_names(SimBridgeParams, bridge_over, "--set bridge")  # a misspelt --set would silently do nothing

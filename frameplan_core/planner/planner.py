@@ -162,7 +162,7 @@ class GridPlanner:
         traj = as_trajectory(trajectory)
         if traj.image_hw is not None and tuple(traj.image_hw) != image.shape[:2]:
             raise InputError(f"trajectory is in pixels of a {traj.image_hw[1]}x{traj.image_hw[0]} image but the "
-                             f"input image is {image.shape[1]}x{image.shape[0]}")
+                             f"input image is {image.shape[1]}x{image.shape[0]}", kind="trajectory")
         pts = fit_points(traj.points, image.shape[:2], self.config.cell_size, self.config.crop_policy)
         drawn = draw_trajectory(cell, Trajectory(pts), thickness=self.config.thickness)
         return cell, drawn, pts
