@@ -83,7 +83,10 @@ def test_replay_reproduces_episode_frames_bit_exactly(fmt, tmp_path):
     probe = Probe("replay_probe")
     try:
         _listen_all(probe)
-        assert probe.wait_for(lambda: len(probe.messages(TOPICS["depth_info"])) >= n, 90), node.log_text()[-3000:]
+        # each topic has its own subscription: wait for all four, not only the one published last
+        assert probe.wait_for(lambda: all(len(probe.messages(TOPICS[k])) >= n for k in ("rgb", "info", "depth",
+                                                                                          "depth_info")),
+                              90), node.log_text()[-3000:]
         rgbs, depths = probe.messages(TOPICS["rgb"]), probe.messages(TOPICS["depth"])
         infos = probe.messages(TOPICS["info"])
         assert len(rgbs) == len(depths) == len(infos) == n
@@ -139,7 +142,8 @@ def test_live_sim_publishes_a_d435_with_consistent_info_and_depth_units(tmp_path
     probe = Probe("sim_probe")
     try:
         _listen_all(probe)
-        assert probe.wait_for(lambda: len(probe.messages(TOPICS["depth_info"])) >= 2, 120), node.log_text()[-3000:]
+        assert probe.wait_for(lambda: all(len(probe.messages(t)) >= 2 for t in TOPICS.values()), 120), \
+            node.log_text()[-3000:]
         rgb, depth = probe.messages(TOPICS["rgb"])[0], probe.messages(TOPICS["depth"])[0]
         info, dinfo = probe.messages(TOPICS["info"])[0], probe.messages(TOPICS["depth_info"])[0]
         assert (rgb.encoding, rgb.width, rgb.height) == ("rgb8", 320, 240)
