@@ -120,7 +120,19 @@ def environment() -> dict[str, str]:
     import transformers
 
     return {"torch": torch.__version__, "diffusers": diffusers.__version__, "transformers": transformers.__version__,
-            "numpy": np.__version__, "python": platform.python_version(), "machine": platform.machine()}
+            "numpy": np.__version__, "python": platform.python_version(), "machine": platform.machine(),
+            "cpu": cpu_name(), "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+
+
+def cpu_name() -> str:
+    """The CPU model: another CPU may run other SIMD kernels, which sum floats in another order."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
 
 
 def dumps(data: dict) -> str:
