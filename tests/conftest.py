@@ -3,6 +3,7 @@
 One thread per process because the suite starts node processes beside the test process on a 2-core machine,
 where OpenMP threads of several processes otherwise spin against each other (10-100x slower small matmuls)."""
 import os
+import signal
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -13,3 +14,9 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import torch  # noqa: E402
 
 torch.set_num_threads(1)
+
+# Started in the background of a non-interactive shell (`make test &`), pytest inherits SIGINT *ignored*, and so
+# would every process it starts: the tests that stop a child with Ctrl-C (SIGINT) would then wait for nothing.
+# Catching it here gives the children the default disposition again (a caught signal is reset on exec).
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
