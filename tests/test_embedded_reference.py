@@ -36,7 +36,9 @@ def differences(expected: dict[str, dict], actual: dict[str, dict], exact: bool 
             if (e["shape"], e["dtype"]) != (a["shape"], a["dtype"]):
                 lines.append(f"{name}: {a['dtype']} {a['shape']} instead of {e['dtype']} {e['shape']}")
                 continue
-            diff = np.abs(np.float64(e["values"]) - np.float64(a["values"]))
+            ev, av = np.float64(e["values"]), np.float64(a["values"])
+            # NaN is a value here (an uncertainty map's "no estimate"): NaN against NaN agrees, against a number not
+            diff = np.where(np.isnan(ev) & np.isnan(av), 0.0, np.nan_to_num(np.abs(ev - av), nan=np.inf))
             if not exact and diff.max() <= TOLERANCE.get(np.dtype(a["dtype"]).kind, 0):
                 continue
             lines.append(f"{name}: bytes differ; {int((diff > 0).sum())} of {diff.size} sampled values differ, "
@@ -75,6 +77,10 @@ def test_differences_name_what_changed():
     assert differences(base, rounded)[0].startswith("b: bytes differ;")  # bit for bit: any change counts
     assert differences(base, rounded, exact=False) == []                  # elsewhere: float rounding passes ...
     assert differences(base, changed, exact=False)[0].startswith("a: bytes differ;")  # ... a changed pixel does not
+    holes = np.array([np.nan, 1.0, np.nan], np.float32)  # NaN = no estimate: where it stays NaN it agrees ...
+    assert differences({"u": ref.summary(holes)}, {"u": ref.summary(holes + np.float32(1e-5))}, exact=False) == []
+    moved = np.array([1.0, np.nan, np.nan], np.float32)  # ... a NaN that moves is a change, reported as inf
+    assert "by up to inf" in differences({"u": ref.summary(holes)}, {"u": ref.summary(moved)}, exact=False)[0]
 
 
 def test_changed_weights_are_named(tmp_path):
