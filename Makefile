@@ -14,7 +14,7 @@ demo: setup
 	$(VENV)/bin/frameplan demo --out out/demo
 
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=20
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow"

@@ -448,3 +448,71 @@ def test_fast_color_jitter_matches_the_shared_one():
     for a, b in zip(fast, slow):
         assert np.abs(a.astype(int) - b.astype(int)).max() <= 3
     assert not np.array_equal(fast[0], images[0])
+
+
+# ------------------------------------------------------------------------------------------------ goal probe
+
+def test_goal_probe_scores_true_and_wrong_goals(cache):
+    """The probe's numbers are the policy's own errors with the goals it names: with a stride covering only the
+    first sample, each mean equals that sample's error computed by hand."""
+    from frameplan_core.policy import GoalPolicy
+    from frameplan_core.policy.config import JOINTS
+    from frameplan_core.policy.data import PolicySamples, commands_from_actions
+    from frameplan_core.policy.probe import ALL, goal_probe
+
+    samples = PolicySamples(cache, None, 4, 5)
+    stats = samples.stats()
+    policy = GoalPolicy.from_config(_config(chunk=4, interval=5, stats=stats), seed=0)
+    base = GoalPolicy.from_config(_config(chunk=4, interval=5, goal=False, stats=stats), seed=1)
+    r = goal_probe(policy, samples, baseline=base, stride=3)
+    assert set(r["per_task"]) == {TASK, ALL}
+    d = r["per_task"][ALL]
+    assert d["n"] == len(range(0, len(samples), 3))
+    assert all(np.isfinite(d[k]) and d[k] > 0 for k in ("true", "current", "other_episode", "far", "baseline"))
+
+    one = goal_probe(policy, samples, baseline=base, stride=len(samples))["per_task"][TASK]
+    smp = samples.get(0)
+    target = commands_from_actions(smp.action, smp.state, "delta")[:, list(JOINTS)]
+
+    def err(cmd):
+        return np.abs(cmd[:, list(JOINTS)] - target).mean()
+
+    assert one["n"] == 1
+    assert one["true"] == pytest.approx(err(policy.act(smp.frame, smp.state, smp.goal)), rel=1e-6)
+    assert one["current"] == pytest.approx(err(policy.act(smp.frame, smp.state, smp.frame)), rel=1e-6)
+    assert one["baseline"] == pytest.approx(err(base.act(smp.frame, smp.state)), rel=1e-6)
+    assert one["true"] != pytest.approx(one["current"], rel=1e-9)  # the goal reaches the network
+
+    with pytest.raises(ConfigError, match="goal: false policy has no goal to probe"):
+        goal_probe(base, samples)
+    with pytest.raises(ConfigError, match="baseline must be a goal: false policy"):
+        goal_probe(policy, samples, baseline=policy)
+
+
+def test_frameplan_eval_policy(episodes, trained_like, cache, tmp_path, capsys):
+    from frameplan_cli.main import main
+    from frameplan_core.policy import GoalPolicy
+    from frameplan_core.policy.data import PolicySamples
+
+    model = trained_like.save_pretrained(tmp_path / "policy")
+    base = GoalPolicy.from_config(_config(goal=False, chunk=4, stats=PolicySamples(cache, None, 4, 5).stats()))
+    base_dir = base.save_pretrained(tmp_path / "baseline")
+    out = tmp_path / "eval"
+    assert main(["eval", "policy", "--data", str(episodes), "--model", str(model), "--baseline", str(base_dir),
+                 "--stride", "7", "--out", str(out)]) == 0
+    assert "policy goal probe on" in capsys.readouterr().out
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["episodes"] == 4 and metrics["split"] == "all episodes" and metrics["baseline"]
+    report = (out / "report.md").read_text()
+    assert f"| {TASK} |" in report and "baseline" in report
+    # a frame cache: its held-out split by default
+    assert main(["eval", "policy", "--data", str(cache), "--model", str(model), "--baseline", "none",
+                 "--out", str(tmp_path / "eval_cache")]) == 0
+    assert json.loads((tmp_path / "eval_cache" / "metrics.json").read_text())["split"] == "val"
+    # bad input: one line each
+    assert main(["eval", "policy", "--data", str(episodes), "--model", str(base_dir), "--out", str(tmp_path / "x")]) == 1
+    err = capsys.readouterr().err
+    assert "goal: false policy has no goal to probe" in err and err.count("\n") == 1
+    assert main(["eval", "policy", "--data", str(episodes), "--model", str(model), "--split", "test",
+                 "--baseline", "none", "--out", str(tmp_path / "y")]) == 1
+    assert "an episodes folder has no splits" in capsys.readouterr().err

@@ -639,3 +639,76 @@ def _uncertainty_report(r: dict) -> str:
                    f"{f(allt['predicted_change']['auc'])}, uniform {f(allt['uniform']['auc'])}, oracle "
                    f"{f(allt['oracle_auc'])}."), ""]
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- policy: does it use its goal?
+def evaluate_policy(model: str | Path, data: str | Path, out: str | Path, baseline: str | Path | None = "tiny-nogoal",
+                    split: str = "auto", stride: int = 3, seed: int = 0, device: str = "cpu",
+                    progress: Callable[[int, int], None] | None = None) -> dict:
+    """Open-loop goal probe (frameplan_core.policy.probe) on episodes or a policy frame cache.
+
+    ``data``: a folder of RoboTwin episodes (a cache at the policy's geometry is built in ``out/cache``; every
+    episode is used, so pass episodes never trained on) or a frame cache (``split`` auto = its held-out split)."""
+    from frameplan_core.policy import GoalPolicy
+    from frameplan_core.policy.data import PolicySamples, build_cache, is_cache, load_index
+    from frameplan_core.policy.probe import ALL as PALL
+    from frameplan_core.policy.probe import check_pair, goal_probe
+
+    t0 = time.time()
+    out = Path(out)
+    policy = GoalPolicy.from_pretrained(model, device=device)
+    base = GoalPolicy.from_pretrained(baseline, device=device) if baseline else None
+    cfg = policy.config
+    check_pair(policy, base)
+    if base is not None and (base.config.chunk, base.config.action) != (cfg.chunk, cfg.action):
+        raise DataError(f"--baseline {baseline}: predicts {base.config.chunk} {base.config.action} commands, the "
+                        f"policy {cfg.chunk} {cfg.action}; train both with the same config")
+    data = Path(data)
+    if is_cache(data):
+        index = load_index(data)
+        if (index["image_size"], index["crop"], index["camera"]) != (cfg.image_size, cfg.crop, cfg.camera):
+            raise DataError(f"--data {data}: the cache holds {index['image_size']} px {index['crop']} frames, the "
+                            f"policy reads {cfg.image_size} px {cfg.crop}; pass the episodes folder instead")
+        use_split = held_out_split(data, split)
+        root = data
+    else:
+        if split != "auto":
+            raise DataError(f"--split {split}: an episodes folder has no splits; every episode in it is used "
+                            "(pass episodes never trained on, or a frame cache with val/test splits)")
+        root = out / "cache"
+        build_cache(data, root, image_size=cfg.image_size, crop=cfg.crop, camera=cfg.camera, val_fraction=0.0)
+        use_split = None
+    samples = PolicySamples(root, use_split, chunk=cfg.chunk, interval=cfg.interval, action=cfg.action)
+    r = goal_probe(policy, samples, baseline=base, stride=stride, seed=seed, progress=progress)
+    r.update({"model": str(policy.source or model), "baseline_model": str(base.source) if base else None,
+              "data": str(data), "split": use_split or "all episodes", "interval": cfg.interval, "stride": stride,
+              "episodes": len(samples.episodes), "seconds": round(time.time() - t0, 1)})
+    out.mkdir(parents=True, exist_ok=True)
+    atomic.write_json(out / "metrics.json", _clean(r))
+    atomic.write_text(out / "report.md", _policy_report(r, PALL))
+    return r
+
+
+def _policy_report(r: dict, all_key: str) -> str:
+    def f(v):
+        return "–" if v is None else f"{1000 * v:.2f}"
+
+    cols = [*r["goals"], *(["baseline"] if r["baseline"] else [])]
+    lines = ["# Does the policy use its goal? (open loop)", "",
+             f"Policy `{r['model']}`" + (f", no-foresight baseline `{r['baseline_model']}`" if r["baseline"] else "")
+             + f"; data `{r['data']}` ({r['split']}, {r['episodes']} episodes, every {r['stride']}. frame); goal "
+             f"{r['interval']} saved frames ahead. Mean absolute joint error of the predicted chunk against the "
+             "recorded commands, **mrad** (lower is better). A policy that uses its goal is clearly worse with a "
+             "wrong one (current frame, another episode, the episode's other end) than with the true one.", "",
+             "| task | n | " + " | ".join(cols) + " |", "| --- | --- | " + " | ".join("---" for _ in cols) + " |"]
+    for task, d in r["per_task"].items():
+        name = f"**{task}**" if task == all_key else task
+        lines.append(f"| {name} | {d['n']} | " + " | ".join(f(d[c]) for c in cols) + " |")
+    a = r["per_task"][all_key]
+    wrong = [a[g] for g in r["goals"][1:] if a[g] is not None]
+    if a["true"] and wrong:
+        lines += ["", f"Wrong goals raise the error by {100 * (min(wrong) / a['true'] - 1):+.0f} % to "
+                      f"{100 * (max(wrong) / a['true'] - 1):+.0f} % over the true goal"
+                  + (f"; the baseline is {100 * (a['baseline'] / a['true'] - 1):+.0f} % against the true goal."
+                     if r["baseline"] else ".")]
+    return "\n".join(lines) + "\n"

@@ -12,12 +12,18 @@ and eval/comparison.png (rows: tasks; columns: input, generated, ground truth).
   frameplan eval predictor --uncertainty --data DATA --out eval/unc
 
 instead scores the uncertainty maps and confidences (needs --samples >= 2; the embedded models' default is 4)
-against the real error: uncertainty.md, uncertainty.json, uncertainty.png (docs/eval/uncertainty.md)."""
+against the real error: uncertainty.md, uncertainty.json, uncertainty.png (docs/eval/uncertainty.md).
+
+  frameplan eval policy --data EPISODES --out eval/policy
+
+probes whether the goal-conditioned policy uses its goal: open-loop joint error with the true hindsight goal vs
+wrong goals and vs the no-foresight baseline (--baseline), on episodes never trained on (or a frame cache's held-out
+split): report.md, metrics.json (docs/eval/closed_loop.md)."""
 from __future__ import annotations
 
 import argparse
 
-KINDS = ("predictor", "planner")
+KINDS = ("predictor", "planner", "policy")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,6 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threshold", type=int, default=25, help="changed-region threshold (0..254)")
     parser.add_argument("--dilate", type=int, default=3, help="changed-region dilation in pixels")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--baseline", default="tiny-nogoal",
+                        help="policy: the no-foresight baseline folder or preset ('none' to leave it out)")
+    parser.add_argument("--stride", type=int, default=3, help="policy: probe every STRIDE-th saved frame")
     parser.add_argument("--uncertainty", action="store_true",
                         help="score the uncertainty maps and confidence against the real error instead "
                              "(frameplan_core/calibration.py; writes uncertainty.md/.json/.png into --out)")
@@ -59,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
     def progress(done: int, total: int) -> None:
         print(f"\r  {done}/{total} samples", end="" if done < total else "\n", flush=True)
 
+    if args.kind == "policy":
+        return _run_policy(args, evaluation, progress)
     if args.uncertainty:
         return _run_uncertainty(args, evaluation, progress)
     common = {"split": args.split, "steps": args.steps, "seed": args.seed, "max_samples": args.max_samples,
@@ -105,4 +116,23 @@ def _run_uncertainty(args: argparse.Namespace, evaluation, progress) -> int:
           f"{d['changed_mask']['auc']:.3f}, predicted change {d['predicted_change']['auc']:.3f}); confidence ranking "
           f"{d['confidence_ranking']:.3f} (predicted change {d['predicted_change_ranking']:.3f})")
     print(f"report: {args.out}/uncertainty.md")
+    return 0
+
+
+def _run_policy(args: argparse.Namespace, evaluation, progress) -> int:
+    from frameplan_core.errors import ConfigError
+    from frameplan_core.policy.probe import ALL
+
+    if args.uncertainty:
+        raise ConfigError("--uncertainty is for the predictor and the planner, not the policy")
+    device = "cpu" if args.device == "auto" else args.device
+    r = evaluation.evaluate_policy(args.model, args.data, args.out,
+                                   baseline=None if args.baseline == "none" else args.baseline, split=args.split,
+                                   stride=args.stride, seed=args.seed, device=device, progress=progress)
+    a = r["per_task"][ALL]
+    parts = ", ".join(f"{g} {1000 * a[g]:.2f}" for g in r["goals"] if a[g] is not None)
+    base = f"; baseline {1000 * a['baseline']:.2f}" if r["baseline"] else ""
+    print(f"policy goal probe on {a['n']} samples of {r['episodes']} episodes: joint error (mrad) with goal "
+          f"{parts}{base}")
+    print(f"report: {args.out}/report.md")
     return 0

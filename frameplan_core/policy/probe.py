@@ -1,0 +1,82 @@
+"""Does a goal-conditioned policy use its goal? An open-loop probe on recorded episodes.
+
+Closed-loop success mixes everything (policy, goal quality, timing); this isolates one question: how much worse do
+the policy's commands get when its goal is replaced by a wrong one? If the error barely moves, the policy ignores its
+goal and no foresight can help it. Goals compared, per sample (the policy's interval ahead, as in validation):
+
+- ``true``: the real frame ``interval`` saved frames ahead (the hindsight goal of training);
+- ``current``: the current frame itself (a goal that asks for no motion);
+- ``other_episode``: the frame at the same progress of another episode of the same task (plausible, wrong scene);
+- ``far``: the episode's other end (its first frame when the true goal lies in its second half, else its last).
+
+The no-foresight baseline (``goal: false``) is scored on the same samples. Error: mean absolute joint error of the
+whole predicted chunk against the recorded commands (rad; grippers left out, they are binary)."""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from frameplan_core.errors import ConfigError
+from frameplan_core.policy.config import JOINTS
+from frameplan_core.policy.data import PolicySamples, commands_from_actions
+
+GOALS = ("true", "current", "other_episode", "far")
+ALL = "all tasks"
+
+
+def check_pair(policy, baseline) -> None:
+    if not policy.config.goal:
+        raise ConfigError(f"{policy.source or 'policy'}: a goal: false policy has no goal to probe; pass the "
+                          "goal-conditioned one as the policy")
+    if baseline is not None and baseline.config.goal:
+        raise ConfigError(f"{baseline.source or 'baseline'}: the baseline must be a goal: false policy")
+
+
+def goal_probe(policy, samples: PolicySamples, baseline=None, stride: int = 3, seed: int = 0,
+               progress: Callable[[int, int], None] | None = None) -> dict:
+    """Per task and over all tasks: n and the mean joint error for each goal in ``GOALS`` (and ``baseline``).
+
+    ``other_episode`` is left out of a task with a single episode (None)."""
+    check_pair(policy, baseline)
+    if stride < 1:
+        raise ConfigError(f"stride {stride}: must be >= 1")
+    rng = np.random.default_rng(seed)
+    joints = list(JOINTS)
+    eps = samples.episodes
+    by_task: dict[str, list[dict]] = {}
+    idx = range(0, len(samples), stride)
+    for done, i in enumerate(idx, 1):
+        smp = samples.get(i)
+        ep = eps[samples._ep[i]]
+        last = ep["length"] - 1
+        goals = {"true": smp.goal, "current": smp.frame}
+        others = [e for e in eps if e["task"] == ep["task"] and e["key"] != ep["key"]]
+        if others:
+            o = others[int(rng.integers(len(others)))]
+            at = o["start"] + int(round(smp.goal_t / max(1, last) * (o["length"] - 1)))
+            goals["other_episode"] = np.array(samples.arrays["frames"][at])
+        goals["far"] = np.array(samples.arrays["frames"][ep["start"] + (0 if smp.goal_t > last // 2 else last)])
+        target = commands_from_actions(smp.action, smp.state, samples.action)[:, joints]
+        row = {k: float(np.abs(policy.act(smp.frame, smp.state, g)[:, joints] - target).mean())
+               for k, g in goals.items()}
+        if baseline is not None:
+            row["baseline"] = float(np.abs(baseline.act(smp.frame, smp.state)[:, joints] - target).mean())
+        by_task.setdefault(smp.task, []).append(row)
+        if progress:
+            progress(done, len(idx))
+    keys = [*GOALS, *(["baseline"] if baseline is not None else [])]
+
+    def summary(rows: list[dict]) -> dict:
+        out: dict = {"n": len(rows)}
+        for k in keys:
+            vals = [r[k] for r in rows if k in r]
+            out[k] = float(np.mean(vals)) if vals else None
+        return out
+
+    per_task = {t: summary(rows) for t, rows in sorted(by_task.items())}
+    per_task[ALL] = summary([r for rows in by_task.values() for r in rows])
+    return {"goals": list(GOALS), "baseline": baseline is not None, "per_task": per_task}
+
+
+__all__ = ["ALL", "GOALS", "check_pair", "goal_probe"]
