@@ -282,8 +282,12 @@ class PolicySamples:
     def __len__(self) -> int:
         return len(self._t)
 
+    def episode(self, i: int) -> dict:
+        """The cache index entry of the episode sample ``i`` comes from (key, task, start, length, ...)."""
+        return self.episodes[self._ep[i]]
+
     def task(self, i: int) -> str:
-        return self.episodes[self._ep[i]]["task"]
+        return self.episode(i)["task"]
 
     def goal_at(self, i: int, rng: np.random.Generator | None) -> int:
         ep = self.episodes[self._ep[i]]

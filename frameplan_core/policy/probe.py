@@ -43,15 +43,17 @@ def goal_probe(policy, samples: PolicySamples, baseline=None, stride: int = 3, s
         raise ConfigError(f"stride {stride}: must be >= 1")
     rng = np.random.default_rng(seed)
     joints = list(JOINTS)
-    eps = samples.episodes
+    task_eps: dict[str, list[dict]] = {}
+    for e in samples.episodes:
+        task_eps.setdefault(e["task"], []).append(e)
     by_task: dict[str, list[dict]] = {}
     idx = range(0, len(samples), stride)
     for done, i in enumerate(idx, 1):
         smp = samples.get(i)
-        ep = eps[samples._ep[i]]
+        ep = samples.episode(i)
         last = ep["length"] - 1
         goals = {"true": smp.goal, "current": smp.frame}
-        others = [e for e in eps if e["task"] == ep["task"] and e["key"] != ep["key"]]
+        others = [e for e in task_eps[ep["task"]] if e["key"] != ep["key"]]
         if others:
             o = others[int(rng.integers(len(others)))]
             at = o["start"] + int(round(smp.goal_t / max(1, last) * (o["length"] - 1)))
