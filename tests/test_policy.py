@@ -176,6 +176,17 @@ def test_cache_refresh_reuses_episodes_and_keeps_splits(episodes, tmp_path, capl
         build_cache(src, tmp_path / "strict", image_size=32, skip_bad=False)
 
 
+def test_cache_geometry_is_checked_not_resized(cache):
+    from frameplan_core.policy.data import check_geometry
+
+    assert check_geometry(cache, 32, "resize", "head_camera", "x", remedy="y")["image_size"] == 32
+    with pytest.raises(DataError, match=r"holds 32 px resize head_camera frames but the policy reads 96 px resize "
+                                        r"head_camera; rebuild"):
+        check_geometry(cache, 96, "resize", "head_camera", "the policy reads", remedy="rebuild")
+    with pytest.raises(ConfigError, match="front_camera"):
+        check_geometry(cache, 32, "resize", "front_camera", "the config asks for", remedy="r", error=ConfigError)
+
+
 def test_cache_errors_are_named(tmp_path):
     from frameplan_core.policy.data import build_cache, load_index
 
@@ -242,6 +253,56 @@ def test_no_goal_policy_ignores_goal(cache):
     np.testing.assert_array_equal(p.act(image, np.zeros(16)), p.act(image, np.zeros(16), np.ones((9, 9, 3), np.uint8)))
 
 
+def test_goal_dropout_token_and_action_guidance(cache, tmp_path):
+    """A policy trained with goal_dropout acts without a goal (the grey no-goal token); guidance blends its goal and
+    no-goal outputs linearly (0: the no-goal output, 1: the goal output); both refused where they make no sense."""
+    from frameplan_core.policy import GoalPolicy
+    from frameplan_core.policy.data import PolicySamples
+
+    stats = PolicySamples(cache, "train", 4, 5).stats()
+    p = GoalPolicy.from_config(_config(chunk=4, stats=stats, goal_dropout=0.3), seed=3)
+    rng = np.random.default_rng(2)
+    image = rng.integers(0, 255, (240, 320, 3), dtype=np.uint8)
+    goal = rng.integers(0, 255, (240, 320, 3), dtype=np.uint8)
+    state = np.linspace(-0.5, 0.5, 16)
+    with_goal, no_goal = p.act(image, state, goal), p.act(image, state)
+    assert not np.allclose(with_goal, no_goal)  # the token is not the goal
+    np.testing.assert_allclose(p.act(image, state, np.full_like(goal, 128)), no_goal, atol=1e-6)
+    np.testing.assert_allclose(p.act(image, state, goal, guidance=1.0), with_goal, atol=1e-6)
+    np.testing.assert_allclose(p.act(image, state, goal, guidance=0.0), no_goal, atol=1e-5)
+    joints = [i for i in range(16) if i not in (7, 15)]
+    twice = p.act(image, state, goal, guidance=2.0)[:, joints]  # joint outputs are linear in the network output
+    np.testing.assert_allclose(twice, 2 * with_goal[:, joints] - no_goal[:, joints], atol=1e-5)
+    p.config.guidance = 0.0  # the config's guidance is the default; it is saved and loaded with the policy
+    np.testing.assert_allclose(p.act(image, state, goal), no_goal, atol=1e-5)
+    assert GoalPolicy.from_pretrained(p.save_pretrained(tmp_path / "g")).config.guidance == 0.0
+    with pytest.raises(ConfigError, match="guidance=11"):
+        p.act(image, state, goal, guidance=11)
+    plain = GoalPolicy.from_config(_config(chunk=4, stats=stats), seed=3)
+    with pytest.raises(ConfigError, match="trained with goal_dropout > 0"):
+        plain.act(image, state, goal, guidance=0.5)
+    with pytest.raises(ConfigError, match="goal_dropout=1.0"):
+        _config(goal_dropout=1.0)
+
+
+def test_goal_dropout_in_training_items(cache):
+    from frameplan_training.config import PolicyTrainConfig
+    from frameplan_training.policy_module import PolicyDataset
+
+    def goals(dropout):
+        cfg = PolicyTrainConfig(image_size=32, crop_res=32, chunk=4, interval=5, goal_dropout=dropout)
+        ds = PolicyDataset(cache, "train", cfg, augment=True)
+        return [ds[(i, 100 + i)]["images"][3:] for i in range(40)]
+
+    tokens = [bool((g == 128).all()) for g in goals(0.5)]
+    assert 5 < sum(tokens) < 35  # about half the goals are the exact token, after colour jitter and shifts
+    assert not any((g == 128).all() for g in goals(0.0))
+    cfg = PolicyTrainConfig(image_size=32, crop_res=32, chunk=4, interval=5, goal_dropout=0.5)
+    assert not any((PolicyDataset(cache, "val", cfg, augment=False)[i]["images"][3:] == 128).all() for i in range(10))
+    with pytest.raises(ConfigError, match="goal_dropout needs goal: true"):
+        PolicyTrainConfig(goal=False, goal_dropout=0.2)
+
+
 def test_broken_policy_folders_are_named(trained_like, tmp_path):
     from frameplan_core.policy import GoalPolicy
 
@@ -279,22 +340,26 @@ def test_frameplan_train_policy_from_episodes(episodes, tmp_path):
              "--set", "checkpoint_every_n_steps=3", "--set", "num_workers=0", "--set", "warmup_steps=1",
              "--set", "chunk=4", "--set", "interval=5", "--set", "val_fraction=0.25"]
     out = tmp_path / "run"
-    assert main(["train", "policy", "--data", str(episodes), "--out", str(out), *small]) == 0
+    assert main(["train", "policy", "--data", str(episodes), "--out", str(out), *small,
+                 "--set", "goal_dropout=0.25"]) == 0
     model = GoalPolicy.from_pretrained(out / "model")
     assert model.config.goal and model.config.chunk == 4 and model.config.stats
+    assert model.config.goal_dropout == 0.25 and model.act(np.zeros((24, 32, 3), np.uint8), np.zeros(16)).shape == (4, 16)
     assert model.config.task_frames == {TASK: 30.0}
     assert (out / "data" / "policy_cache.json").is_file() and list((out / "samples").glob("*.png"))
     summary = json.loads((out / "train_summary.json").read_text())
     assert summary["global_step"] == 3 and np.isfinite(summary["metrics"]["val/loss"])
     more = [a if a != "max_steps=3" else "max_steps=5" for a in small]
-    assert main(["train", "policy", "--data", str(episodes), "--out", str(out), *more, "--resume", "auto"]) == 0
+    assert main(["train", "policy", "--data", str(episodes), "--out", str(out), *more, "--set", "goal_dropout=0.25",
+                 "--resume", "auto"]) == 0
     assert json.loads((out / "train_summary.json").read_text())["global_step"] == 5
     base = tmp_path / "baseline"
     assert main(["train", "policy", "--data", str(out / "data"), "--out", str(base), *small, "--set", "goal=false"]) == 0
     assert not GoalPolicy.from_pretrained(base / "model").config.goal
     assert main(["export", "policy", "--checkpoint", str(next((out / "checkpoints").glob("*.ckpt"))),
                  "--out", str(tmp_path / "exported")]) == 0
-    assert GoalPolicy.from_pretrained(tmp_path / "exported").config.stats == model.config.stats
+    exported = GoalPolicy.from_pretrained(tmp_path / "exported").config
+    assert exported.stats == model.config.stats and exported.goal_dropout == 0.25
 
 
 def test_train_policy_config_errors(cache, tmp_path, capsys):
@@ -431,6 +496,13 @@ def test_rollout_cli_bad_input_is_one_line(tmp_path, capsys):
     assert "unknown --mode 'telepathy'" in capsys.readouterr().err
     assert main(["rollout", "--mode", "none", "--baseline", str(tmp_path / "nothing"), "--out", str(tmp_path / "r")]) == 1
     assert "policy folder not found" in capsys.readouterr().err
+    assert main(["rollout", "--mode", "oracle", "--guidance", "20", "--out", str(tmp_path / "r")]) == 1
+    assert "guidance=20" in capsys.readouterr().err
+    # the embedded goal policy was trained without goal_dropout: it cannot blend, nor stand in for the baseline
+    assert main(["rollout", "--mode", "oracle", "--guidance", "0.5", "--out", str(tmp_path / "r")]) == 1
+    assert "trained with goal_dropout > 0" in capsys.readouterr().err
+    assert main(["rollout", "--mode", "none", "--baseline", "tiny", "--out", str(tmp_path / "r")]) == 1
+    assert "this one needs goals" in capsys.readouterr().err
     assert not (tmp_path / "r" / "results.json").exists()
 
 

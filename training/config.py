@@ -249,10 +249,13 @@ class PolicyTrainConfig(TrainConfig):
     goal_blur_prob: the goal frame is blurred (sigma 0.5-1.5 px) with this probability, so predicted (smoother)
         goals are not out of distribution. state_noise: Gaussian noise (rad) added to the input joint angles.
     gripper_loss_weight: weight of the gripper BCE beside the smooth-L1 of the normalised joint actions.
+    goal_dropout: probability of replacing the goal by the no-goal token (frameplan_core.policy.config.NO_GOAL),
+        so the same network also acts without a goal and can blend both (PolicyConfig.guidance); 0 = never.
     """
 
     model: str = "tiny"
     goal: bool = True
+    goal_dropout: float = 0.0
     chunk: int = 8
     action: Literal["delta", "absolute"] = "delta"
     interval: int = 50
@@ -290,6 +293,10 @@ class PolicyTrainConfig(TrainConfig):
                               f"{self.image_size} (or leave it out)")
         if self.image_size % 16 or not 32 <= self.image_size <= 512:
             raise ConfigError(f"image_size={self.image_size}: must be a multiple of 16 in [32, 512]")
+        if not 0.0 <= self.goal_dropout < 1.0:
+            raise ConfigError(f"goal_dropout={self.goal_dropout}: must be in [0, 1)")
+        if self.goal_dropout and not self.goal:
+            raise ConfigError("goal_dropout needs goal: true (the no-foresight baseline has no goal to drop)")
         for name in ("chunk", "interval"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)}: must be >= 1")

@@ -650,7 +650,7 @@ def evaluate_policy(model: str | Path, data: str | Path, out: str | Path, baseli
     ``data``: a folder of RoboTwin episodes (a cache at the policy's geometry is built in ``out/cache``; every
     episode is used, so pass episodes never trained on) or a frame cache (``split`` auto = its held-out split)."""
     from frameplan_core.policy import GoalPolicy
-    from frameplan_core.policy.data import PolicySamples, build_cache, is_cache, load_index
+    from frameplan_core.policy.data import PolicySamples, build_cache, check_geometry, is_cache
     from frameplan_core.policy.probe import ALL as PALL
     from frameplan_core.policy.probe import check_pair, goal_probe
 
@@ -665,10 +665,8 @@ def evaluate_policy(model: str | Path, data: str | Path, out: str | Path, baseli
                         f"policy {cfg.chunk} {cfg.action}; train both with the same config")
     data = Path(data)
     if is_cache(data):
-        index = load_index(data)
-        if (index["image_size"], index["crop"], index["camera"]) != (cfg.image_size, cfg.crop, cfg.camera):
-            raise DataError(f"--data {data}: the cache holds {index['image_size']} px {index['crop']} frames, the "
-                            f"policy reads {cfg.image_size} px {cfg.crop}; pass the episodes folder instead")
+        check_geometry(data, cfg.image_size, cfg.crop, cfg.camera, "the policy reads",
+                       remedy="pass the episodes folder instead")
         use_split = held_out_split(data, split)
         root = data
     else:

@@ -7,7 +7,9 @@ split's statistics, plus ``gripper_loss_weight`` x binary cross-entropy of the g
 resumed or exported run keeps it even when the data grew) and written into the exported ``policy.json``.
 
 Augmentation (training only, seeded per sample): random shifts of each image, shared colour jitter, goal blur
-(predicted goals are smoother than real frames) and Gaussian noise on the input joint angles."""
+(predicted goals are smoother than real frames), Gaussian noise on the input joint angles, and with ``goal_dropout``
+the goal replaced by the no-goal token, so that one network learns to act with and without foresight (the
+difference is what action guidance scales)."""
 from __future__ import annotations
 
 import logging
@@ -23,8 +25,8 @@ from frameplan_training.config import PolicyTrainConfig
 from torch.utils.data import Dataset
 
 from frameplan_core.errors import ConfigError, DataError, ModelError
-from frameplan_core.policy.config import GRIPPERS, JOINTS, PolicyConfig
-from frameplan_core.policy.data import PolicySamples, build_cache, is_cache, load_index
+from frameplan_core.policy.config import GRIPPERS, JOINTS, NO_GOAL, PolicyConfig
+from frameplan_core.policy.data import PolicySamples, build_cache, check_geometry, is_cache
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +40,8 @@ def prepare_data(cfg: PolicyTrainConfig, data: str | Path, out: str | Path) -> P
     already in it are reused) from the episodes under ``data`` at ``cfg.cache`` or ``<out>/data``."""
     data = Path(data)
     if is_cache(data):
-        index = load_index(data)
-        if (index["image_size"], index["crop"], index["camera"]) != (cfg.image_size, cfg.crop, cfg.camera):
-            raise ConfigError(f"--data {data}: the cache holds {index['image_size']} px {index['crop']} "
-                              f"{index['camera']} frames but the config asks for {cfg.image_size} px {cfg.crop} "
-                              f"{cfg.camera}; pass the episodes folder to rebuild, or match the config")
+        check_geometry(data, cfg.image_size, cfg.crop, cfg.camera, "the config asks for", error=ConfigError,
+                       remedy="pass the episodes folder to rebuild, or match the config")
         return data
     cache = Path(cfg.cache) if cfg.cache else Path(out) / "data"
     if cache.resolve() == data.resolve() or data.resolve() in cache.resolve().parents:
@@ -110,6 +109,8 @@ class PolicyDataset(Dataset):
             frame, goal = fast_color_jitter([frame, goal], rng, c.color_jitter)
             if c.state_noise > 0:
                 state[list(JOINTS)] += rng.normal(0.0, c.state_noise, len(JOINTS)).astype(np.float32)
+            if c.goal and c.goal_dropout > 0 and rng.random() < c.goal_dropout:
+                goal = np.full_like(goal, NO_GOAL)  # after the jitter: the token is exact
         images = np.concatenate([frame, goal], axis=-1) if c.goal else frame
         item = {"images": torch.from_numpy(np.ascontiguousarray(images.transpose(2, 0, 1))),
                 "state": torch.from_numpy(state),
@@ -128,16 +129,16 @@ def load_policy(cfg: PolicyTrainConfig, device: str = "cpu"):
     from frameplan_core.policy.config import PRESETS
 
     settings = {"goal": cfg.goal, "chunk": cfg.chunk, "action": cfg.action, "image_size": cfg.image_size,
-                "crop": cfg.crop, "camera": cfg.camera, "interval": cfg.interval}
+                "crop": cfg.crop, "camera": cfg.camera, "interval": cfg.interval, "goal_dropout": cfg.goal_dropout}
     if cfg.model in PRESETS and not Path(cfg.model).exists():
         # the run's settings decide (goal too): the preset name only picks the architecture's defaults
         return GoalPolicy.from_config(PolicyConfig.preset(cfg.model, **settings), seed=cfg.seed, device=device)
     policy = GoalPolicy.from_pretrained(cfg.model, device=device)
     differ = [f"{k}: {getattr(policy.config, k)!r} (model) vs {v!r} (config)" for k, v in settings.items()
-              if k != "interval" and getattr(policy.config, k) != v]
+              if k not in ("interval", "goal_dropout") and getattr(policy.config, k) != v]
     if differ:
         raise ConfigError(f"model={cfg.model}: a saved policy is continued with its own layout; {'; '.join(differ)}")
-    policy.config.interval = cfg.interval
+    policy.config.interval, policy.config.goal_dropout = cfg.interval, cfg.goal_dropout
     return policy
 
 

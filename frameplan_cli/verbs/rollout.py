@@ -54,6 +54,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gripper", choices=("binary", "continuous"), default="binary")
     parser.add_argument("--oracle-sync", choices=("match", "time"), default="match",
                         help="how the oracle follows the expert's timeline (default: nearest frame ahead)")
+    parser.add_argument("--guidance", type=float, default=None,
+                        help="action guidance of the goal modes: no-goal + G x (goal - no-goal) output (default: the "
+                             "policy's; needs a policy trained with goal_dropout)")
     parser.add_argument("--samples", type=int, default=None,
                         help="predictor/planner samples averaged per goal (default: the model's)")
     parser.add_argument("--no-media", action="store_true", help="no contact sheets or GIFs")
@@ -92,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
         execute=args.execute, replan=args.replan, subgoal_steps=args.subgoal_steps,
         threshold=args.threshold or None, max_steps=args.max_steps, gripper=args.gripper,
         oracle_sync=args.oracle_sync, predictor_samples=args.samples, planner_samples=args.samples,
-        media=not args.no_media).validate()
+        guidance=args.guidance, media=not args.no_media).validate()
     if args.workers < 1:
         raise ConfigError(f"--workers {args.workers}: must be >= 1")
     out = Path(args.out)
@@ -105,6 +108,8 @@ def run(args: argparse.Namespace) -> int:
     spec = {"policy": args.policy, "baseline": args.baseline, "predictor": args.predictor, "planner": args.planner,
             "device": args.device}
     models = R.load_models(cfg.modes, **spec)
+    if cfg.guidance is not None and models.policy is not None:
+        models.policy.config.check_guidance(cfg.guidance)  # refused here, once, rather than in every episode
     command = "frameplan rollout " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if len(sys.argv) > 1 and \
         sys.argv[1] == "rollout" else "frameplan rollout (called from Python)"
     run_ = R.RolloutRun(out, cfg, command, models.sources, previous)

@@ -13,6 +13,7 @@ predicts the targets themselves (for comparison)."""
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -23,6 +24,7 @@ PRESETS = ("tiny", "tiny-nogoal")
 JOINT_DIM = 16  # per arm 7 joint targets (rad) + gripper command in [0, 1]; left arm first (joint_command_full)
 GRIPPERS = (7, 15)  # gripper entries of a 16-d vector
 JOINTS = tuple(i for i in range(JOINT_DIM) if i not in GRIPPERS)
+NO_GOAL = 128  # the "no goal" token: a uniform mid-grey goal frame (a policy trained with goal_dropout knows it)
 
 
 @dataclass
@@ -37,6 +39,11 @@ class PolicyConfig:
     channels: output channels of the four stride-2 conv stages; hidden: width of the action MLP.
     interval: the hindsight-goal interval the policy was trained with (saved frames ahead); rollouts use it as the
         default goal horizon.
+    goal_dropout: the probability with which training replaced the goal by the no-goal token (``NO_GOAL``); > 0
+        means the same network also acts without a goal, which ``guidance`` uses.
+    guidance: action guidance, as classifier-free guidance does for images: the output is
+        ``out(no goal) + guidance * (out(goal) - out(no goal))`` (1: the goal-conditioned output alone; 0: the
+        network's own no-foresight output). Needs ``goal_dropout`` > 0 when not 1.
     stats: normalisation measured on the training split (filled by training): ``state_mean``/``state_std`` (16,),
         ``action_mean``/``action_std`` (chunk, 16; gripper entries unused).
     task_frames: mean expert episode length per task in the training split (saved frames); rollouts derive their
@@ -56,6 +63,8 @@ class PolicyConfig:
     state_hidden: int = 64
     hidden: int = 512
     interval: int = 50
+    goal_dropout: float = 0.0
+    guidance: float = 1.0
     stats: dict[str, Any] = field(default_factory=dict)
     task_frames: dict[str, float] = field(default_factory=dict)
 
@@ -74,7 +83,21 @@ class PolicyConfig:
                 raise ConfigError(f"policy {name}={value!r}: must be an integer >= 1")
         if len(self.channels) != 4 or any(not isinstance(c, int) or c < 8 or c % 8 for c in self.channels):
             raise ConfigError(f"policy channels={self.channels}: four stage widths, each a multiple of 8 (GroupNorm)")
+        if isinstance(self.goal_dropout, bool) or not 0.0 <= float(self.goal_dropout) < 1.0:
+            raise ConfigError(f"policy goal_dropout={self.goal_dropout!r}: must be in [0, 1)")
+        self.check_guidance(self.guidance)
         self.check_stats()
+
+    def check_guidance(self, guidance: float) -> float:
+        """``guidance`` other than 1 needs a goal network that also learned the no-goal token."""
+        if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or not math.isfinite(guidance) \
+                or not 0.0 <= guidance <= 10.0:
+            raise ConfigError(f"policy guidance={guidance!r}: must be a number in [0, 10]")
+        if guidance != 1.0 and not (self.goal and self.goal_dropout > 0):
+            raise ConfigError(f"policy guidance={guidance}: only a goal-conditioned policy trained with goal_dropout > 0 "
+                              f"can blend its goal and no-goal outputs (this one: goal {self.goal}, goal_dropout "
+                              f"{self.goal_dropout})")
+        return float(guidance)
 
     def check_stats(self) -> None:
         """Refuse stats of the wrong shape (an empty dict means "not measured yet": identity normalisation)."""
@@ -113,4 +136,4 @@ class PolicyConfig:
         return cfgmod.from_dict(cls, data, where)
 
 
-__all__ = ["GRIPPERS", "JOINTS", "JOINT_DIM", "PRESETS", "PolicyConfig"]
+__all__ = ["GRIPPERS", "JOINTS", "JOINT_DIM", "NO_GOAL", "PRESETS", "PolicyConfig"]

@@ -188,6 +188,18 @@ def load_index(root: str | Path) -> dict:
     return index
 
 
+def check_geometry(root: str | Path, image_size: int, crop: str, camera: str, reader: str, remedy: str,
+                   error: type[Exception] = DataError) -> dict:
+    """The cache's index when its frames are what ``reader`` needs; else one ``error`` naming both geometries and the
+    ``remedy`` (a cache is never resized silently: its frames were fitted once, at build time)."""
+    index = load_index(root)
+    have = (index["image_size"], index["crop"], index["camera"])
+    if have != (image_size, crop, camera):
+        raise error(f"--data {root}: the cache holds {have[0]} px {have[1]} {have[2]} frames but {reader} "
+                    f"{image_size} px {crop} {camera}; {remedy}")
+    return index
+
+
 def open_arrays(root: str | Path) -> dict[str, np.ndarray]:
     """The cache's arrays, memory-mapped read-only; DataError when one is missing or does not fit the index."""
     root = Path(root)
@@ -332,4 +344,4 @@ class PolicySamples:
 
 
 __all__ = ["CACHE_FILE", "PolicySamples", "Sample", "action_targets", "build_cache", "commands_from_actions",
-           "is_cache", "load_index", "open_arrays", "read_episode"]
+           "check_geometry", "is_cache", "load_index", "open_arrays", "read_episode"]

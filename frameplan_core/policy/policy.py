@@ -17,7 +17,7 @@ from frameplan_core.errors import ConfigError, InputError, ModelError
 from frameplan_core.image import ensure_rgb_uint8, fit
 from frameplan_core.jsonfile import read_json
 from frameplan_core.pixels import to_tensor
-from frameplan_core.policy.config import GRIPPERS, JOINT_DIM, JOINTS, PRESETS, PolicyConfig
+from frameplan_core.policy.config import GRIPPERS, JOINT_DIM, JOINTS, NO_GOAL, PRESETS, PolicyConfig
 from frameplan_core.policy.data import commands_from_actions
 from frameplan_core.policy.model import PolicyNet
 
@@ -163,28 +163,43 @@ class GoalPolicy:
 
     # ------------------------------------------------------------------ acting
     @torch.no_grad()
-    def act(self, image: np.ndarray, joint_state, goal: np.ndarray | None = None) -> np.ndarray:
+    def act(self, image: np.ndarray, joint_state, goal: np.ndarray | None = None,
+            guidance: float | None = None) -> np.ndarray:
         """The next ``chunk`` commands (chunk, 16) as absolute targets: joints in rad, grippers in [0, 1].
 
-        ``goal`` is required by a goal-conditioned policy and ignored by the no-foresight baseline."""
+        ``goal`` is required by a goal-conditioned policy unless it was trained with ``goal_dropout`` (then None
+        means "no goal": the no-goal token), and ignored by the no-foresight baseline. ``guidance`` overrides the
+        config's action guidance (PolicyConfig)."""
         image = ensure_rgb_uint8(image, "image")
         state = self.check_state(joint_state)
+        c = self.config
+        w = c.check_guidance(c.guidance if guidance is None else guidance)
         x = self.prepare(image)
-        if self.config.goal:
-            if goal is None:
+        batch = [x]
+        if c.goal:
+            if goal is None and not c.goal_dropout:
                 raise InputError("this policy is goal-conditioned: pass a goal frame (or use a goal: false policy)")
-            self.check_goal(goal, image)
-            x = np.concatenate([x, self.prepare(goal, "goal image")], axis=-1)
-        images = to_tensor(x)[None].to(self.device)
-        s = torch.from_numpy(self.normalize_state(state))[None].to(self.device)
-        out = self.net(images, s)[0].float().cpu().numpy()
-        return commands_from_actions(self.decode(out), state, self.config.action)
+            no_goal = np.full_like(x, NO_GOAL)
+            if goal is None:
+                batch = [np.concatenate([x, no_goal], axis=-1)]
+            else:
+                self.check_goal(goal, image)
+                batch = [np.concatenate([x, self.prepare(goal, "goal image")], axis=-1)]
+                if w != 1.0:
+                    batch.append(np.concatenate([x, no_goal], axis=-1))
+        images = torch.stack([to_tensor(b) for b in batch]).to(self.device)
+        s = torch.from_numpy(self.normalize_state(state))[None].to(self.device).expand(len(batch), -1)
+        out = self.net(images, s).float().cpu().numpy()
+        out = out[1] + w * (out[0] - out[1]) if len(batch) == 2 else out[0]
+        return commands_from_actions(self.decode(out), state, c.action)
 
     def describe(self) -> str:
         c = self.config
+        goal = "on" if c.goal else "off"
+        if c.goal and c.goal_dropout:
+            goal += f" (dropout {c.goal_dropout:g}, guidance {c.guidance:g})"
         return (f"policy {c.name} ({self.source or 'in memory'}): {self.net.parameter_count() / 1e6:.2f} M parameters, "
-                f"{c.image_size} px {c.crop}, goal {'on' if c.goal else 'off'}, chunk {c.chunk} x {c.step_ticks} ticks, "
-                f"{c.action} actions")
+                f"{c.image_size} px {c.crop}, goal {goal}, chunk {c.chunk} x {c.step_ticks} ticks, {c.action} actions")
 
 
 __all__ = ["GoalPolicy", "JOINTS", "preset_folder"]

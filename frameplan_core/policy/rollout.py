@@ -63,6 +63,7 @@ class RolloutConfig:
     max_steps: policy steps per episode (None: 2.5 x the task's mean expert length).
     gripper: ``binary`` sends 0/1 gripper commands (threshold 0.5), ``continuous`` the predicted value.
     oracle_sync: ``match`` (nearest expert frame ahead) or ``time`` (the step count) for the oracle's timeline.
+    guidance: action guidance of the goal modes (PolicyConfig.guidance; None: the policy's own).
     media: write a contact sheet and a GIF of the first episode of each task and mode.
     """
 
@@ -81,6 +82,7 @@ class RolloutConfig:
     oracle_sync: str = "match"
     predictor_samples: int | None = None
     planner_samples: int | None = None
+    guidance: float | None = None
     media: bool = True
 
     def validate(self) -> RolloutConfig:
@@ -107,6 +109,8 @@ class RolloutConfig:
             raise ConfigError(f"rollout gripper={self.gripper!r}: expected binary or continuous")
         if self.oracle_sync not in ("match", "time"):
             raise ConfigError(f"rollout oracle_sync={self.oracle_sync!r}: expected match or time")
+        if self.guidance is not None and not 0.0 <= self.guidance <= 10.0:
+            raise ConfigError(f"rollout guidance={self.guidance}: must be in [0, 10]")
         self.modes = [m for m in MODES if m in self.modes]  # canonical order: expert first (the oracle uses it)
         return self
 
@@ -194,9 +198,9 @@ def load_models(modes: Sequence[str], policy: str = "tiny", baseline: str = "tin
         m.sources["policy"] = m.policy.source
     if "none" in modes:
         m.baseline = GoalPolicy.from_pretrained(baseline, device=device)
-        if m.baseline.config.goal:
-            raise ModelError(f"--baseline {baseline}: mode none needs the no-foresight policy (goal: false), this one "
-                             "takes goals")
+        if m.baseline.config.goal and not m.baseline.config.goal_dropout:
+            raise ModelError(f"--baseline {baseline}: mode none needs the no-foresight policy (goal: false, or a goal "
+                             "policy trained with goal_dropout, run with its no-goal token); this one needs goals")
         m.sources["baseline"] = m.baseline.source
     if "predictor" in modes:
         from frameplan_core.predictor import FramePredictor
@@ -309,7 +313,8 @@ def run_policy(env, mode: str, models: Models, task: str, episode: int, seed: in
         if media is not None:
             media.add(image, goal, env.tick * TIMESTEP)
         tp = time.perf_counter()
-        chunk = policy.act(image, obs.joint_state, goal if pc.goal else None)
+        chunk = policy.act(image, obs.joint_state, goal if pc.goal and mode != "none" else None,
+                           guidance=cfg.guidance if mode != "none" else None)
         policy_s += time.perf_counter() - tp
         taken = 0
         for k in range(execute):
@@ -442,7 +447,8 @@ def report_markdown(res: dict) -> str:
              f"Seeds {s['seed_base']}.. ({s['episodes']} per task and mode; never used for training). Policy step = one "
              f"saved frame (15 ticks, 60 ms); {s['execute']} commands executed per policy call; goal period "
              f"{s['period']} steps, oracle horizon {s['horizon'] or 'the policy interval'}, planner replan "
-             f"{s['replan'] or 'when used up'}, gripper {s['gripper']}.", "",
+             f"{s['replan'] or 'when used up'}, gripper {s['gripper']}"
+             f"{'' if s.get('guidance') is None else ', action guidance ' + format(s['guidance'], 'g')}.", "",
              "| task | mode | success | 95 % CI | n | mean sim time (s) | time to success (s) | wall s / episode |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     per = res["summary"]["per_task"]
