@@ -154,7 +154,7 @@ s_bench_predictor() {
         "$PY" -m frameplan_cli bench predictor --preset sd15 --device cuda --dtype bf16 --repeats 5 --paper-repeats 2 \
             --psnr-images 2 --batch 4 --json "$WORK/bench_predictor.json"
     else
-        "$PY" -m frameplan_cli bench predictor --preset tiny --device cpu --dtype bf16 --threads 1 --repeats 1 \
+        "$PY" -m frameplan_cli bench predictor --preset tiny --resolution 64 --device cpu --dtype bf16 --threads 1 --repeats 1 \
             --paper-repeats 1 --paper-steps 3 --psnr-images 1 --batch 1 --samples 1 --steps 2 \
             --json "$WORK/bench_predictor.json"
     fi
@@ -206,7 +206,7 @@ s_bench_predictor_compiled() {
             --repeats 5 --paper-repeats 0 --psnr-images 0 --batch 1 --samples 1 \
             --json "$WORK/bench_predictor_compiled.json"
     else
-        "$PY" -m frameplan_cli bench predictor --preset tiny --device cpu --dtype bf16 --threads 1 --compile \
+        "$PY" -m frameplan_cli bench predictor --preset tiny --resolution 64 --device cpu --dtype bf16 --threads 1 --compile \
             --compile-mode default --compile-backend eager --repeats 1 --paper-repeats 0 --psnr-images 0 --batch 1 \
             --samples 1 --steps 2 --json "$WORK/bench_predictor_compiled.json"
     fi

@@ -233,6 +233,11 @@ def test_residual_target_is_saved_and_old_configs_load_as_frame(pred, tmp_path, 
 
     assert main(["bench", "predictor", "--model", str(tmp_path / "r"), "--device", "cpu"]) != 0
     assert "residual-target model" in capsys.readouterr().err
+    # --resolution resizes a random preset only, to a size its VAE and UNet can divide
+    assert main(["bench", "predictor", "--model", str(tmp_path / "r"), "--resolution", "64", "--device", "cpu"]) != 0
+    assert "applies to a random --preset" in capsys.readouterr().err
+    assert main(["bench", "predictor", "--resolution", "60", "--device", "cpu"]) != 0
+    assert "--resolution 60: 60 must be a positive multiple of 32" in capsys.readouterr().err
 
 
 def test_mean_of_samples_is_the_mean_of_the_individual_samples(pred, tmp_path):

@@ -8,6 +8,7 @@ Prints a Markdown table for docs/BENCHMARKS.md; --json writes the numbers."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import os
 import platform
@@ -26,6 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None, help="checkpoint (folder/file/'tiny'); default: random --preset")
     parser.add_argument("--preset", default="tiny", choices=["tiny", "tiny-clip", "sd15"],
                         help="architecture with random weights when --model is not given (timing only)")
+    parser.add_argument("--resolution", type=int, default=None,
+                        help="model resolution of a random --preset (default: the preset's); e.g. the GPU check's CPU "
+                             "dry run uses 64 to exercise the bf16 path quickly")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--repeats", type=int, default=7, help="timed runs of the fast configuration")
@@ -130,7 +134,7 @@ def run_paper(pipe, p, image, instruction: str, seed: int, steps: int = 100):
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from frameplan_core.errors import InputError, ModelError
+    from frameplan_core.errors import ConfigError, InputError, ModelError
     from frameplan_core.metrics import psnr
     from frameplan_core.predictor import FramePredictor, PredictorConfig
 
@@ -142,10 +146,20 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.model:
+        if args.resolution is not None:
+            raise InputError("bench predictor: --resolution applies to a random --preset; a --model keeps its own")
         p = FramePredictor.from_pretrained(args.model, device=args.device, dtype=args.dtype)
         weights = f"`{args.model}`"
     else:
-        p = FramePredictor.from_config(PredictorConfig.preset(args.preset), seed=0, device=args.device,
+        cfg = PredictorConfig.preset(args.preset)
+        if args.resolution is not None:
+            cfg = dataclasses.replace(cfg, resolution=args.resolution)
+            try:
+                cfg.validate()
+            except ConfigError as exc:
+                raise InputError(f"bench predictor --resolution {args.resolution}: {str(exc).split(': ', 1)[-1]}") \
+                    from None
+        p = FramePredictor.from_config(cfg, seed=0, device=args.device,
                                        dtype=args.dtype if args.dtype != "auto" else "auto")
         weights = f"random init ({args.preset})"
     if p.config.target != "frame":
