@@ -139,6 +139,29 @@ def test_rollout_every_mode_one_short_episode(sim, policies, tmp_path, capsys):
     assert len(json.loads((out / "results.json").read_text())["episodes"]) == 5
 
 
+def test_goal_dropout_policy_as_its_own_baseline_with_guidance(sim, policies, tmp_path, capsys):
+    """A goal policy trained with goal_dropout drives mode none with its no-goal token and the goal modes with action
+    guidance; the guidance is recorded with the results."""
+    from frameplan_cli.main import main
+
+    root, overrides = sim
+    small = ["--set", "image_size=32", "--set", "crop_res=32", "--set", "batch_size=8", "--set", "max_steps=2",
+             "--set", "val_every_n_steps=0", "--set", "val_every_n_epochs=0", "--set", "sample_every_n_steps=0",
+             "--set", "num_workers=0", "--set", "warmup_steps=1", "--set", "val_fraction=0", "--set", "goal_dropout=0.3"]
+    gd = tmp_path / "gd"
+    assert main(["train", "policy", "--data", str(root / "goal" / "data"), "--out", str(gd), *small]) == 0
+    out = tmp_path / "run"
+    sets = [a for o in overrides for a in ("--sim-set", o)]
+    assert main(["rollout", "--task", TASK, "--mode", "oracle", "--mode", "none", "--episodes", "1", "--max-steps", "4",
+                 "--period", "2", "--execute", "2", "--policy", str(gd / "model"), "--baseline", str(gd / "model"),
+                 "--guidance", "0.5", "--no-media", "--out", str(out), *sets]) == 0, capsys.readouterr().err
+    res = json.loads((out / "results.json").read_text())
+    eps = {e["mode"]: e for e in res["episodes"]}
+    assert eps["none"]["steps"] == 4 and eps["none"]["goal_calls"] == 0 and eps["oracle"]["goal_calls"] == 2
+    assert res["settings"]["guidance"] == 0.5 and res["models"]["baseline"] == res["models"]["policy"]
+    assert "action guidance 0.5" in (out / "report.md").read_text()
+
+
 def test_sigterm_keeps_finished_episodes_marked_interrupted(sim, policies, tmp_path):
     _, overrides = sim
     _, nogoal = policies
