@@ -554,6 +554,17 @@ def test_goal_probe_scores_true_and_wrong_goals(cache):
     assert one["current"] == pytest.approx(err(policy.act(smp.frame, smp.state, smp.frame)), rel=1e-6)
     assert one["baseline"] == pytest.approx(err(base.act(smp.frame, smp.state)), rel=1e-6)
     assert one["true"] != pytest.approx(one["current"], rel=1e-9)  # the goal reaches the network
+    assert "no_goal" not in r["goals"]
+    # a goal-dropout policy is also scored with its no-goal token, and the report keeps it apart from wrong goals
+    gd = GoalPolicy.from_config(_config(chunk=4, interval=5, stats=stats, goal_dropout=0.3), seed=0)
+    r2 = goal_probe(gd, samples, stride=len(samples))
+    assert r2["goals"][-1] == "no_goal"
+    assert r2["per_task"][TASK]["no_goal"] == pytest.approx(err(gd.act(smp.frame, smp.state)), rel=1e-6)
+    from frameplan_training.evaluation import _policy_report
+
+    r2.update(model="gd", baseline_model=None, data="d", split="val", episodes=2, stride=1, interval=5)
+    report = _policy_report(r2, ALL)
+    assert "| no_goal |" in report and "the same network without a goal (its no-goal token)" in report
 
     with pytest.raises(ConfigError, match="goal: false policy has no goal to probe"):
         goal_probe(base, samples)

@@ -688,6 +688,8 @@ def evaluate_policy(model: str | Path, data: str | Path, out: str | Path, baseli
 
 
 def _policy_report(r: dict, all_key: str) -> str:
+    from frameplan_core.policy.probe import NO_GOAL as PROBE_NO_GOAL
+    from frameplan_core.policy.probe import WRONG as PROBE_WRONG
     def f(v):
         return "–" if v is None else f"{1000 * v:.2f}"
 
@@ -703,10 +705,12 @@ def _policy_report(r: dict, all_key: str) -> str:
         name = f"**{task}**" if task == all_key else task
         lines.append(f"| {name} | {d['n']} | " + " | ".join(f(d[c]) for c in cols) + " |")
     a = r["per_task"][all_key]
-    wrong = [a[g] for g in r["goals"][1:] if a[g] is not None]
+    wrong = [a[g] for g in r["goals"] if g in PROBE_WRONG and a[g] is not None]
     if a["true"] and wrong:
         lines += ["", f"Wrong goals raise the error by {100 * (min(wrong) / a['true'] - 1):+.0f} % to "
                       f"{100 * (max(wrong) / a['true'] - 1):+.0f} % over the true goal"
-                  + (f"; the baseline is {100 * (a['baseline'] / a['true'] - 1):+.0f} % against the true goal."
-                     if r["baseline"] else ".")]
+                  + (f"; the baseline is {100 * (a['baseline'] / a['true'] - 1):+.0f} % against the true goal"
+                     if r["baseline"] else "")
+                  + (f"; the same network without a goal (its no-goal token) "
+                     f"{100 * (a[PROBE_NO_GOAL] / a['true'] - 1):+.0f} %." if a.get(PROBE_NO_GOAL) else ".")]
     return "\n".join(lines) + "\n"

@@ -9,8 +9,9 @@ goal and no foresight can help it. Goals compared, per sample (the policy's inte
 - ``other_episode``: the frame at the same progress of another episode of the same task (plausible, wrong scene);
 - ``far``: the episode's other end (its first frame when the true goal lies in its second half, else its last).
 
-The no-foresight baseline (``goal: false``) is scored on the same samples. Error: mean absolute joint error of the
-whole predicted chunk against the recorded commands (rad; grippers left out, they are binary)."""
+A policy trained with goal dropout is also scored with its no-goal token (``no_goal``: the same network acting
+without foresight). The no-foresight baseline (``goal: false``) is scored on the same samples. Error: mean absolute
+joint error of the whole predicted chunk against the recorded commands (rad; grippers left out, they are binary)."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -22,6 +23,8 @@ from frameplan_core.policy.config import JOINTS
 from frameplan_core.policy.data import PolicySamples, commands_from_actions
 
 GOALS = ("true", "current", "other_episode", "far")
+WRONG = ("current", "other_episode", "far")
+NO_GOAL = "no_goal"
 ALL = "all tasks"
 
 
@@ -43,6 +46,8 @@ def goal_probe(policy, samples: PolicySamples, baseline=None, stride: int = 3, s
         raise ConfigError(f"stride {stride}: must be >= 1")
     rng = np.random.default_rng(seed)
     joints = list(JOINTS)
+    dropout = bool(policy.config.goal_dropout)
+    names = [*GOALS, *([NO_GOAL] if dropout else [])]
     task_eps: dict[str, list[dict]] = {}
     for e in samples.episodes:
         task_eps.setdefault(e["task"], []).append(e)
@@ -59,6 +64,8 @@ def goal_probe(policy, samples: PolicySamples, baseline=None, stride: int = 3, s
             at = o["start"] + int(round(smp.goal_t / max(1, last) * (o["length"] - 1)))
             goals["other_episode"] = np.array(samples.arrays["frames"][at])
         goals["far"] = np.array(samples.arrays["frames"][ep["start"] + (0 if smp.goal_t > last // 2 else last)])
+        if dropout:
+            goals[NO_GOAL] = None  # GoalPolicy.act: the no-goal token
         target = commands_from_actions(smp.action, smp.state, samples.action)[:, joints]
         row = {k: float(np.abs(policy.act(smp.frame, smp.state, g)[:, joints] - target).mean())
                for k, g in goals.items()}
@@ -67,7 +74,7 @@ def goal_probe(policy, samples: PolicySamples, baseline=None, stride: int = 3, s
         by_task.setdefault(smp.task, []).append(row)
         if progress:
             progress(done, len(idx))
-    keys = [*GOALS, *(["baseline"] if baseline is not None else [])]
+    keys = [*names, *(["baseline"] if baseline is not None else [])]
 
     def summary(rows: list[dict]) -> dict:
         out: dict = {"n": len(rows)}
@@ -78,7 +85,7 @@ def goal_probe(policy, samples: PolicySamples, baseline=None, stride: int = 3, s
 
     per_task = {t: summary(rows) for t, rows in sorted(by_task.items())}
     per_task[ALL] = summary([r for rows in by_task.values() for r in rows])
-    return {"goals": list(GOALS), "baseline": baseline is not None, "per_task": per_task}
+    return {"goals": names, "baseline": baseline is not None, "per_task": per_task}
 
 
-__all__ = ["ALL", "GOALS", "check_pair", "goal_probe"]
+__all__ = ["ALL", "GOALS", "NO_GOAL", "WRONG", "check_pair", "goal_probe"]
