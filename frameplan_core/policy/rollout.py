@@ -313,8 +313,8 @@ def run_policy(env, mode: str, models: Models, task: str, episode: int, seed: in
         if media is not None:
             media.add(image, goal, env.tick * TIMESTEP)
         tp = time.perf_counter()
-        chunk = policy.act(image, obs.joint_state, goal if pc.goal and mode != "none" else None,
-                           guidance=cfg.guidance if mode != "none" else None)
+        extra = {"guidance": cfg.guidance} if cfg.guidance is not None and mode != "none" else {}
+        chunk = policy.act(image, obs.joint_state, goal if pc.goal and mode != "none" else None, **extra)
         policy_s += time.perf_counter() - tp
         taken = 0
         for k in range(execute):
