@@ -459,6 +459,10 @@ def test_rollout_config_refuses_unknown_task_and_mode():
     with pytest.raises(ConfigError, match="unknown mode.*telepathy"):
         RolloutConfig(modes=["telepathy"]).validate()
     assert RolloutConfig(modes=["none", "expert", "oracle"]).validate().modes == ["expert", "oracle", "none"]
+    for bad in (11, -0.5, float("nan"), True):  # the policy's own range check, shared
+        with pytest.raises(ConfigError, match=r"rollout guidance=.*must be a number in \[0, 10\]"):
+            RolloutConfig(guidance=bad).validate()
+    assert RolloutConfig(guidance=2).validate().guidance == 2
 
 
 def test_results_summary_report_and_resume_checks(tmp_path):

@@ -27,6 +27,14 @@ JOINTS = tuple(i for i in range(JOINT_DIM) if i not in GRIPPERS)
 NO_GOAL = 128  # the "no goal" token: a uniform mid-grey goal frame (a policy trained with goal_dropout knows it)
 
 
+def check_guidance_range(guidance, where: str) -> float:
+    """The one range check of action guidance, shared by the policy's and the rollout's configs."""
+    if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or not math.isfinite(guidance) \
+            or not 0.0 <= guidance <= 10.0:
+        raise ConfigError(f"{where} guidance={guidance!r}: must be a number in [0, 10]")
+    return float(guidance)
+
+
 @dataclass
 class PolicyConfig:
     """Everything needed to rebuild a policy except the weights.
@@ -90,9 +98,7 @@ class PolicyConfig:
 
     def check_guidance(self, guidance: float) -> float:
         """``guidance`` other than 1 needs a goal network that also learned the no-goal token."""
-        if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or not math.isfinite(guidance) \
-                or not 0.0 <= guidance <= 10.0:
-            raise ConfigError(f"policy guidance={guidance!r}: must be a number in [0, 10]")
+        check_guidance_range(guidance, "policy")
         if guidance != 1.0 and not (self.goal and self.goal_dropout > 0):
             raise ConfigError(f"policy guidance={guidance}: only a goal-conditioned policy trained with goal_dropout > 0 "
                               f"can blend its goal and no-goal outputs (this one: goal {self.goal}, goal_dropout "

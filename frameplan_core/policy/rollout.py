@@ -35,7 +35,7 @@ import numpy as np
 
 from frameplan_core import atomic
 from frameplan_core.errors import ConfigError, FrameplanError, ModelError
-from frameplan_core.policy.config import GRIPPERS
+from frameplan_core.policy.config import GRIPPERS, check_guidance_range
 from frameplan_core.policy.follow import DEFAULT_THRESHOLD, OracleGoals, PlanFollower
 from frameplan_core.sim.task_config import TASK_NAMES
 
@@ -109,8 +109,8 @@ class RolloutConfig:
             raise ConfigError(f"rollout gripper={self.gripper!r}: expected binary or continuous")
         if self.oracle_sync not in ("match", "time"):
             raise ConfigError(f"rollout oracle_sync={self.oracle_sync!r}: expected match or time")
-        if self.guidance is not None and not 0.0 <= self.guidance <= 10.0:
-            raise ConfigError(f"rollout guidance={self.guidance}: must be in [0, 10]")
+        if self.guidance is not None:
+            check_guidance_range(self.guidance, "rollout")
         self.modes = [m for m in MODES if m in self.modes]  # canonical order: expert first (the oracle uses it)
         return self
 
