@@ -97,6 +97,8 @@ class SimTask:
         self.objects: dict = {}
         self.layout: dict = {}
         self.load_objects(rng)
+        if self.cfg.expert_strategy == "varied":  # its own stream: the fixed scenes stay exactly as they were
+            self.layout["strategy"] = self.vary(np.random.default_rng([self.seed, 2]))
         ccfg = self.cfg.camera_config
         names = set(self.camera_names)
 
@@ -127,6 +129,10 @@ class SimTask:
 
     # ------------------------------------------------------------------------------------ subclass hooks
     def load_objects(self, rng: np.random.Generator) -> None:
+        raise NotImplementedError
+
+    def vary(self, rng: np.random.Generator) -> dict:
+        """Choose this episode's strategy (task config ``expert_strategy: varied``); returns what was chosen."""
         raise NotImplementedError
 
     def expert(self) -> Iterator[None]:

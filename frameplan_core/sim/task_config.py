@@ -99,6 +99,10 @@ class TaskConfig:
     shadows: bool = True
     shadow_map_size: int = 512
     robot_visual: Literal["lowpoly", "full"] = "lowpoly"  # lowpoly: ~8x fewer arm triangles, 2-3x faster on CPU
+    # fixed: one way to do each task (the arm on the object's side, one hand-over point): the current frame decides
+    # the next commands. varied: per episode, a strategy the first frame does not show (which arm stacks / strikes,
+    # where the hand-over happens), drawn from its own seed stream and recorded in scene_info's layout.strategy.
+    expert_strategy: Literal["fixed", "varied"] = "fixed"
     augmentation: Augmentation = field(default_factory=Augmentation)
 
     def __post_init__(self):

@@ -42,6 +42,12 @@ class BlockHandover(SimTask):
         self.objects["target"].set_pose(pose([tx, ty, TABLE_HEIGHT + 0.0005]))
         self.target = np.array([tx, ty])
         self.layout = {"block_xy_yaw": [bx, by, byaw], "target_xy": [tx, ty], "block_color": color}
+        self.handover = np.array([0.0, -0.02, TABLE_HEIGHT + HANDOVER_HEIGHT])
+
+    def vary(self, rng: np.random.Generator) -> dict:
+        """The hand-over point moves: 6 cm either way across the table, 4 cm up or down."""
+        self.handover = np.array([uniform(rng, -0.06, 0.06), -0.02, TABLE_HEIGHT + uniform(rng, 0.16, 0.24)])
+        return {"handover_xyz": [round(float(v), 4) for v in self.handover]}
 
     def _end(self, sign: float) -> tuple[np.ndarray, float]:
         """World point on the block's top face centre line, ``sign`` * GRASP_FROM_CENTRE along its axis, and the yaw
@@ -57,9 +63,8 @@ class BlockHandover(SimTask):
         yield from self.pick("left", p, ql, "the block", "reach for the block with the left arm",
                              "grasp the block with the left gripper", "lift the block")
         tcp_p, tcp_q = self.commanded_tcp("left")
-        goal = np.array([0.0, -0.02, TABLE_HEIGHT + HANDOVER_HEIGHT])
         self.say("bring the block to the middle")
-        yield from self.move("left", tcp_p + (goal - block.pose.p), tcp_q, "to the middle")
+        yield from self.move("left", tcp_p + (self.handover - block.pose.p), tcp_q, "to the middle")
         p, yaw = self._end(1.0)
         qr = self.arms["right"].grasp_quat(yaw + np.pi / 2)
         yield from self.pick("right", p, qr, "the block's other end", "reach for the block with the right arm",

@@ -1,4 +1,5 @@
-"""blocks_stack_easy: the black block is placed on top of the red block by the arm on the black block's side."""
+"""blocks_stack_easy: the black block is placed on top of the red block by the arm on the black block's side (or,
+with ``expert_strategy: varied``, by either arm)."""
 from __future__ import annotations
 
 import numpy as np
@@ -27,6 +28,11 @@ class BlocksStackEasy(SimTask):
                 material=self.stage.friction_material)
         self.side = side
         self.layout = {"arm": side, "red_xy": [rx, ry], "black_xy": [kx, ky]}
+
+    def vary(self, rng: np.random.Generator) -> dict:
+        """Either arm stacks (the far one reaches the black block in ~93 % of scenes; collection retries the rest)."""
+        self.side = "right" if rng.random() < 0.5 else "left"
+        return {"arm": self.side}
 
     def _yaw(self, actor) -> float:
         T = actor.pose.to_transformation_matrix()
@@ -66,7 +72,8 @@ class BlocksStackEasy(SimTask):
         aligned = np.linalg.norm(b[:2] - r[:2]) < 0.02
         stacked = abs((b[2] - r[2]) - 2 * HALF) < 0.008
         red_on_table = self.on_table(r[2], HALF, tol=0.008)
-        return bool(aligned and stacked and red_on_table and not self.held_by(self.side, self.objects["black"]))
+        released = not any(self.held_by(s, self.objects["black"]) for s in ("left", "right"))
+        return bool(aligned and stacked and red_on_table and released)
 
 
 TASK = BlocksStackEasy
