@@ -310,3 +310,52 @@ def test_collect_cli_with_preview(tmp_path):
     img = read_image(png)
     assert img.shape[0] >= TINY_H and img.shape[1] > 4 * TINY_W
     assert main(["collect", "--task", "block_handover", "--out", str(out), "--set", "bogus=1"]) == 1
+
+
+def test_varied_expert_strategy_is_hidden_recorded_and_succeeds(tmp_path):
+    """``expert_strategy: varied`` (the data where a goal frame carries what the current frame cannot): the same
+    scene and first frame as ``fixed``, a recorded per-episode choice, and the far arm really does the stacking."""
+    from frameplan_core.sim import make_task
+    from frameplan_core.sim.robots import ARM_DOF
+
+    yaml_ = _camera_config(tmp_path)
+    fixed_cfg = _config("blocks_stack_easy", yaml_)
+    varied_cfg = _config("blocks_stack_easy", yaml_, expert_strategy="varied")
+    with pytest.raises(ConfigError, match="expert_strategy"):
+        _config("blocks_stack_easy", yaml_, expert_strategy="random")
+    chosen, far_seed = [], None
+    for seed in range(12):
+        task = make_task("blocks_stack_easy", seed=seed, camera_type=TINY, cameras=(), config=varied_cfg)
+        arm = task.layout["strategy"]["arm"]
+        chosen.append(arm)
+        if far_seed is None and arm != task.layout["arm"]:
+            far_seed = seed
+        task.close()
+    assert set(chosen) == {"left", "right"} and far_seed is not None
+
+    fixed = make_task("blocks_stack_easy", seed=far_seed, camera_type=TINY, cameras=("head_camera",), config=fixed_cfg)
+    varied = make_task("blocks_stack_easy", seed=far_seed, camera_type=TINY, cameras=("head_camera",),
+                       config=varied_cfg)
+    assert "strategy" not in fixed.layout and fixed.scene_info["layout"] == fixed.layout
+    assert {k: v for k, v in varied.layout.items() if k != "strategy"} == fixed.layout
+    first_f, first_v = next(fixed.stream()), next(varied.stream())
+    assert np.array_equal(first_f.observation["head_camera"]["rgb"], first_v.observation["head_camera"]["rgb"])
+    assert varied.scene_info["layout"]["strategy"] == {"arm": varied.side} and varied.side != fixed.layout["arm"]
+    fixed.close()
+    varied.close()
+
+    task = make_task("blocks_stack_easy", seed=far_seed, camera_type=TINY, cameras=(), config=varied_cfg)
+    start = task.joint_command()
+    for cmd in task.expert_commands():
+        task.tick(cmd.targets, cmd.velocity)
+    assert task.success()
+    moved = np.abs(task.joint_command() - start)
+    left, right = moved[:ARM_DOF].max(), moved[ARM_DOF + 1:2 * ARM_DOF + 1].max()  # joints, not grippers
+    assert (left > 0.2 > right) if task.side == "left" else (right > 0.2 > left)
+    task.close()
+
+    hand = make_task("block_handover", seed=far_seed, camera_type=TINY, cameras=(),
+                     config=_config("block_handover", yaml_, expert_strategy="varied"))
+    x, y, z = hand.layout["strategy"]["handover_xyz"]
+    assert -0.06 <= x <= 0.06 and 0.16 <= z - TABLE_Z <= 0.24 and np.allclose(hand.handover, [x, y, z], atol=1e-4)
+    hand.close()
