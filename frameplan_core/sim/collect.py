@@ -135,7 +135,8 @@ def _worker(cfg: TaskConfig, out: str, jobs, events) -> None:
 
     while True:
         index = jobs.get()
-        if index is None:
+        if index is None:  # nothing left to clean up: a terminate while the interpreter shuts down must not raise
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)  # SystemExit inside an atexit hook (a traceback on stderr)
             return
         try:
             res = collect_episode(cfg, out, index, on_frame=on_frame,
@@ -235,6 +236,9 @@ def _run_parallel(cfg, out, todo, workers, done, failed, frame) -> None:
             else:
                 raise SimError(f"collection worker failed: {payload}")
     finally:
+        if not remaining:  # each worker took its None and is exiting: let it finish instead of terminating it
+            for p in procs:
+                p.join(timeout=30)
         for p in procs:
             if p.is_alive():
                 p.terminate()
