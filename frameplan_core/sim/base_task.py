@@ -70,7 +70,8 @@ class SimFrame:
 
 class SimTask:
     """Base of the three tasks. Subclasses define ``name``, ``block_colors`` (how many recolourable blocks),
-    ``load_objects(rng)``, ``expert()`` and ``check_success()``."""
+    ``load_objects(rng)``, ``vary(rng)`` (the strategy of ``expert_strategy: varied``), ``expert()`` and
+    ``check_success()``."""
 
     name = "base"
     n_block_colors = 0
