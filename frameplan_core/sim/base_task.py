@@ -392,6 +392,10 @@ class SimTask:
                     touching.add(i)
         return len(touching) == 2
 
+    def held_by_either(self, actor) -> bool:
+        """Either arm holds ``actor`` (success checks that must not care which arm did the work)."""
+        return any(self.held_by(side, actor) for side in SIDES)
+
     @staticmethod
     def on_table(z: float, half_height: float, tol: float = 0.01) -> bool:
         return abs(z - (TABLE_HEIGHT + half_height)) < tol
@@ -401,4 +405,9 @@ def uniform(rng: np.random.Generator, lo: float, hi: float) -> float:
     return float(rng.uniform(lo, hi))
 
 
-__all__ = ["ARM_DOF", "COMMAND_DIM", "SIDES", "Command", "PlanningError", "SimFrame", "SimTask", "pose", "uniform"]
+def random_side(rng: np.random.Generator) -> str:
+    """One draw: "right" or "left" with equal odds."""
+    return "right" if rng.random() < 0.5 else "left"
+
+
+__all__ = ["ARM_DOF", "COMMAND_DIM", "SIDES", "Command", "PlanningError", "SimFrame", "SimTask", "pose", "random_side", "uniform"]

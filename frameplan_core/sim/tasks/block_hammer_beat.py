@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from frameplan_core.sim.base_task import SimTask, uniform
+from frameplan_core.sim.base_task import SimTask, random_side, uniform
 from frameplan_core.sim.scene import (
     TABLE_HEIGHT,
     Part,
@@ -29,7 +29,7 @@ class BlockHammerBeat(SimTask):
     n_block_colors = 1
 
     def load_objects(self, rng: np.random.Generator) -> None:
-        side = "right" if rng.random() < 0.5 else "left"
+        side = random_side(rng)
         s = 1.0 if side == "right" else -1.0
         # The hammer lies in front of the working arm with its head pointing to the middle of the table.
         hx, hy = s * uniform(rng, 0.17, 0.25), uniform(rng, -0.02, 0.06)
@@ -57,7 +57,7 @@ class BlockHammerBeat(SimTask):
 
     def vary(self, rng: np.random.Generator) -> dict:
         """Either arm strikes (the far arm's reach fails in ~40 % of scenes; collection retries them)."""
-        self.side = "right" if rng.random() < 0.5 else "left"
+        self.side = random_side(rng)
         return {"arm": self.side}
 
     def _world(self, actor, local) -> np.ndarray:
@@ -102,7 +102,7 @@ class BlockHammerBeat(SimTask):
         hammer_z = self.objects["hammer"].pose.p[2]
         block_ok = self.on_table(self.objects["block"].pose.p[2], BLOCK_HALF, tol=0.01)
         return bool(self.hit and block_ok and hammer_z > TABLE_HEIGHT + 0.05 and
-                    any(self.held_by(s, self.objects["hammer"]) for s in ("left", "right")))
+                    self.held_by_either(self.objects["hammer"]))
 
 
 TASK = BlockHammerBeat

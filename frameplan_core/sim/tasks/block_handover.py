@@ -87,7 +87,7 @@ class BlockHandover(SimTask):
         p = self.objects["block"].pose.p
         near_target = np.linalg.norm(p[:2] - self.target) < 0.04
         on_table = self.on_table(p[2], BLOCK_HALF[2], tol=0.01)
-        released = not self.held_by("right", self.objects["block"]) and not self.held_by("left", self.objects["block"])
+        released = not self.held_by_either(self.objects["block"])
         return bool(near_target and on_table and released)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from frameplan_core.sim.base_task import SimTask, uniform
+from frameplan_core.sim.base_task import SimTask, random_side, uniform
 from frameplan_core.sim.scene import TABLE_HEIGHT, Part, build_box_object, yaw_quat
 
 HALF = 0.025
@@ -17,7 +17,7 @@ class BlocksStackEasy(SimTask):
     n_block_colors = 0  # the task is defined by the colours: red stays red, black stays black
 
     def load_objects(self, rng: np.random.Generator) -> None:
-        side = "right" if rng.random() < 0.5 else "left"
+        side = random_side(rng)
         s = 1.0 if side == "right" else -1.0
         kx, ky = s * uniform(rng, 0.14, 0.26), uniform(rng, -0.12, 0.04)
         rx, ry = s * uniform(rng, -0.08, 0.06), uniform(rng, -0.14, 0.02)
@@ -31,7 +31,7 @@ class BlocksStackEasy(SimTask):
 
     def vary(self, rng: np.random.Generator) -> dict:
         """Either arm stacks (the far one reaches the black block in ~93 % of scenes; collection retries the rest)."""
-        self.side = "right" if rng.random() < 0.5 else "left"
+        self.side = random_side(rng)
         return {"arm": self.side}
 
     def _yaw(self, actor) -> float:
@@ -72,8 +72,7 @@ class BlocksStackEasy(SimTask):
         aligned = np.linalg.norm(b[:2] - r[:2]) < 0.02
         stacked = abs((b[2] - r[2]) - 2 * HALF) < 0.008
         red_on_table = self.on_table(r[2], HALF, tol=0.008)
-        released = not any(self.held_by(s, self.objects["black"]) for s in ("left", "right"))
-        return bool(aligned and stacked and red_on_table and released)
+        return bool(aligned and stacked and red_on_table and not self.held_by_either(self.objects["black"]))
 
 
 TASK = BlocksStackEasy
