@@ -285,6 +285,28 @@ def test_goal_dropout_token_and_action_guidance(cache, tmp_path):
         _config(goal_dropout=1.0)
 
 
+def test_segment_onsets_are_oversampled_in_training_only(cache):
+    from frameplan_training.config import PolicyTrainConfig
+    from frameplan_training.policy_module import PolicyDataset
+
+    from frameplan_core.policy.data import PolicySamples
+
+    s = PolicySamples(cache, None, chunk=4, interval=5)
+    onsets = s.onsets(3)
+    assert sorted(np.flatnonzero(onsets[:30])) == [0, 1, 2, 10, 11, 12]  # the episode start and the step at frame 10
+    assert onsets.sum() == 6 * len(s.episodes) and not s.onsets(0).any()
+    cfg = PolicyTrainConfig(image_size=32, crop_res=32, chunk=4, interval=5, onset_frames=3, onset_repeat=4)
+    train = PolicyDataset(cache, "train", cfg, augment=True)
+    assert len(train) == len(train.samples) + 3 * 6 * len(train.samples.episodes)
+    drawn = np.bincount(train.order, minlength=len(train.samples))
+    assert drawn[0] == 4 and drawn[5] == 1 and drawn[11] == 4
+    assert {train[(k, k)]["t"] for k in range(len(train)) if train.order[k] == 11} == {11}
+    val = PolicyDataset(cache, "val", cfg, augment=False)
+    assert len(val) == len(val.samples)  # validation sees every frame once
+    with pytest.raises(ConfigError, match="onset_repeat=0"):
+        PolicyTrainConfig(onset_repeat=0)
+
+
 def test_goal_dropout_in_training_items(cache):
     from frameplan_training.config import PolicyTrainConfig
     from frameplan_training.policy_module import PolicyDataset

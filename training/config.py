@@ -251,6 +251,8 @@ class PolicyTrainConfig(TrainConfig):
     gripper_loss_weight: weight of the gripper BCE beside the smooth-L1 of the normalised joint actions.
     goal_dropout: probability of replacing the goal by the no-goal token (frameplan_core.policy.config.NO_GOAL),
         so the same network also acts without a goal and can blend both (PolicyConfig.guidance); 0 = never.
+    onset_frames, onset_repeat: the first ``onset_frames`` saved frames of every step segment (and of the episode)
+        are drawn ``onset_repeat`` times per epoch instead of once (PolicySamples.onsets); 1 = uniform.
     """
 
     model: str = "tiny"
@@ -260,6 +262,8 @@ class PolicyTrainConfig(TrainConfig):
     action: Literal["delta", "absolute"] = "delta"
     interval: int = 50
     segment_prob: float = 0.2
+    onset_frames: int = 8
+    onset_repeat: int = 1
     camera: str = "head_camera"
     crop: Literal["center", "resize", "pad"] = "resize"
     cache: str | None = None
@@ -305,6 +309,9 @@ class PolicyTrainConfig(TrainConfig):
                 raise ConfigError(f"{name}={getattr(self, name)}: a probability, must be in [0, 1]")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ConfigError(f"val_fraction={self.val_fraction}: must be in [0, 1)")
+        if self.onset_frames < 0 or self.onset_repeat < 1:
+            raise ConfigError(f"onset_frames={self.onset_frames}, onset_repeat={self.onset_repeat}: need onset_frames "
+                              ">= 0 and onset_repeat >= 1 (1 = every sample drawn equally often)")
         if self.shift < 0 or self.state_noise < 0 or self.gripper_loss_weight < 0:
             raise ConfigError("shift, state_noise and gripper_loss_weight must be >= 0")
 

@@ -92,12 +92,18 @@ class PolicyDataset(Dataset):
         self.samples = PolicySamples(root, split, cfg.chunk, cfg.interval, cfg.action,
                                      segment_prob=cfg.segment_prob if augment else 0.0, tasks=cfg.tasks)
         self.cfg, self.augment = cfg, augment
+        # training draws segment-onset samples onset_repeat times per epoch (validation: every sample once)
+        repeats = np.ones(len(self.samples), np.int64)
+        if augment and cfg.onset_repeat > 1:
+            repeats[self.samples.onsets(cfg.onset_frames)] = cfg.onset_repeat
+        self.order = np.repeat(np.arange(len(self.samples)), repeats)
 
     def __len__(self) -> int:
-        return len(self.samples)
+        return len(self.order)
 
     def __getitem__(self, key: Any) -> dict[str, Any]:
         i, seed = (int(key[0]), int(key[1])) if isinstance(key, (tuple, list)) else (int(key), None)
+        i = int(self.order[i])
         rng = np.random.default_rng(seed) if (seed is not None and self.augment) else None
         s = self.samples.get(i, rng)
         c = self.cfg

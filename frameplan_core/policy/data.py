@@ -294,6 +294,22 @@ class PolicySamples:
     def __len__(self) -> int:
         return len(self._t)
 
+    def onsets(self, frames: int) -> np.ndarray:
+        """Boolean per sample: within the first ``frames`` saved frames of a step segment (the episode's start counts
+        as one). There the state is nearly still and does not say which way the next motion goes -- which arm, which
+        hand-over point -- so only the goal can; these are the samples that teach the policy to read it."""
+        out = np.zeros(len(self._t), bool)
+        if frames <= 0:
+            return out
+        offset = 0
+        for e in self.episodes:
+            n = e["length"]
+            starts = sorted({0} | {int(s) for s, _, _ in e.get("segments", []) if 0 <= int(s) < n})
+            for s in starts:
+                out[offset + s : offset + min(n, s + frames)] = True
+            offset += n
+        return out
+
     def episode(self, i: int) -> dict:
         """The cache index entry of the episode sample ``i`` comes from (key, task, start, length, ...)."""
         return self.episodes[self._ep[i]]
