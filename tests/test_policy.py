@@ -556,7 +556,7 @@ def test_goal_probe_scores_true_and_wrong_goals(cache):
     from frameplan_core.policy import GoalPolicy
     from frameplan_core.policy.config import JOINTS
     from frameplan_core.policy.data import PolicySamples, commands_from_actions
-    from frameplan_core.policy.probe import ALL, goal_probe
+    from frameplan_core.policy.probe import ALL, first_arm_probe, goal_probe, moving_arm
 
     samples = PolicySamples(cache, None, 4, 5)
     stats = samples.stats()
@@ -589,11 +589,28 @@ def test_goal_probe_scores_true_and_wrong_goals(cache):
     from frameplan_training.evaluation import _policy_report
 
     r2.update(model="gd", baseline_model=None, data="d", split="val", episodes=2, stride=1, interval=5)
+    # which arm moves first: each episode's first frame, the expert's arm from its recorded commands
+    arms = first_arm_probe(gd, samples, baseline=base)
+    assert arms["goals"] == ["true", "no_goal", "baseline"]
+    a = arms["per_task"][ALL]
+    firsts = [samples.get(int(np.flatnonzero(samples._ep == k)[0])) for k in range(len(samples.episodes))]
+    wants = [moving_arm(commands_from_actions(f.action, f.state, "delta"), f.state) for f in firsts]
+    gots = [moving_arm(gd.act(f.frame, f.state, f.goal), f.state) for f in firsts]
+    assert a["n"] == len(samples.episodes) and firsts[0].t == 0 and a["expert_left"] == wants.count("left")
+    assert a["true"] == pytest.approx(np.mean([g == w for g, w in zip(gots, wants)]))
+    state = np.zeros(16)
+    left, right = np.zeros((4, 16)), np.zeros((4, 16))
+    left[:, 2], right[:, 9] = 0.3, 0.3
+    assert moving_arm(left, state) == "left" and moving_arm(right, state) == "right"
+    r2["first_arm"] = arms
     report = _policy_report(r2, ALL)
     assert "| no_goal |" in report and "the same network without a goal (its no-goal token)" in report
+    assert "## Which arm moves first?" in report and "| expert: left arm |" in report
 
     with pytest.raises(ConfigError, match="goal: false policy has no goal to probe"):
         goal_probe(base, samples)
+    with pytest.raises(ConfigError, match="goal: false policy has no goal to probe"):
+        first_arm_probe(base, samples)
     with pytest.raises(ConfigError, match="baseline must be a goal: false policy"):
         goal_probe(policy, samples, baseline=policy)
 
@@ -609,11 +626,13 @@ def test_frameplan_eval_policy(episodes, trained_like, cache, tmp_path, capsys):
     out = tmp_path / "eval"
     assert main(["eval", "policy", "--data", str(episodes), "--model", str(model), "--baseline", str(base_dir),
                  "--stride", "7", "--out", str(out)]) == 0
-    assert "policy goal probe on" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "policy goal probe on" in printed and "first frame of 4 episodes, share moving the expert's arm" in printed
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["episodes"] == 4 and metrics["split"] == "all episodes" and metrics["baseline"]
     report = (out / "report.md").read_text()
     assert f"| {TASK} |" in report and "baseline" in report
+    assert metrics["first_arm"]["per_task"][TASK]["n"] == 4 and "## Which arm moves first?" in report
     # a frame cache: its held-out split by default
     assert main(["eval", "policy", "--data", str(cache), "--model", str(model), "--baseline", "none",
                  "--out", str(tmp_path / "eval_cache")]) == 0

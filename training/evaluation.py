@@ -652,7 +652,7 @@ def evaluate_policy(model: str | Path, data: str | Path, out: str | Path, baseli
     from frameplan_core.policy import GoalPolicy
     from frameplan_core.policy.data import PolicySamples, build_cache, check_geometry, is_cache
     from frameplan_core.policy.probe import ALL as PALL
-    from frameplan_core.policy.probe import check_pair, goal_probe
+    from frameplan_core.policy.probe import check_pair, first_arm_probe, goal_probe
 
     t0 = time.time()
     out = Path(out)
@@ -678,6 +678,7 @@ def evaluate_policy(model: str | Path, data: str | Path, out: str | Path, baseli
         use_split = None
     samples = PolicySamples(root, use_split, chunk=cfg.chunk, interval=cfg.interval, action=cfg.action)
     r = goal_probe(policy, samples, baseline=base, stride=stride, seed=seed, progress=progress)
+    r["first_arm"] = first_arm_probe(policy, samples, baseline=base)
     r.update({"model": str(policy.source or model), "baseline_model": str(base.source) if base else None,
               "data": str(data), "split": use_split or "all episodes", "interval": cfg.interval, "stride": stride,
               "episodes": len(samples.episodes), "seconds": round(time.time() - t0, 1)})
@@ -713,4 +714,16 @@ def _policy_report(r: dict, all_key: str) -> str:
                      if r["baseline"] else "")
                   + (f"; the same network without a goal (its no-goal token) "
                      f"{100 * (a[PROBE_NO_GOAL] / a['true'] - 1):+.0f} %." if a.get(PROBE_NO_GOAL) else ".")]
+    fa = r.get("first_arm")
+    if fa:
+        lines += ["", "## Which arm moves first?", "",
+                  "At each episode's first frame: the share of episodes whose first predicted chunk moves the arm the "
+                  "expert moved (its recorded commands). Where the frame does not show the choice (data collected "
+                  "with `expert_strategy: varied`), only a policy that reads its goal scores 1 with the true goal.", "",
+                  "| task | episodes | expert: left arm | " + " | ".join(fa["goals"]) + " |",
+                  "| --- | --- | --- | " + " | ".join("---" for _ in fa["goals"]) + " |"]
+        for task, d in fa["per_task"].items():
+            name = f"**{task}**" if task == all_key else task
+            lines.append(f"| {name} | {d['n']} | {d['expert_left']} | "
+                         + " | ".join(f"{d[k]:.2f}" for k in fa["goals"]) + " |")
     return "\n".join(lines) + "\n"

@@ -183,7 +183,7 @@ class PolicyModule(FrameplanModule):
             raise DataError("policy training: no training data to measure the normalisation on")
         self.set_stats(dm.train_set.samples.stats())
         self.policy.config.task_frames = dm.train_set.samples.task_frames()
-        log.info("policy normalisation measured on %d training frames", len(dm.train_set))
+        log.info("policy normalisation measured on %d training frames", len(dm.train_set.samples))
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         super().on_save_checkpoint(checkpoint)

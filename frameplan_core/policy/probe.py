@@ -9,6 +9,9 @@ goal and no foresight can help it. Goals compared, per sample (the policy's inte
 - ``other_episode``: the frame at the same progress of another episode of the same task (plausible, wrong scene);
 - ``far``: the episode's other end (its first frame when the true goal lies in its second half, else its last).
 
+``first_arm_probe`` asks the sharpest form of the question on bimanual data whose first frame hides the expert's
+choice (``expert_strategy: varied``): at each episode's first frame, does the policy move the arm the expert moved?
+
 A policy trained with goal dropout is also scored with its no-goal token (``no_goal``: the same network acting
 without foresight). The no-foresight baseline (``goal: false``) is scored on the same samples. Error: mean absolute
 joint error of the whole predicted chunk against the recorded commands (rad; grippers left out, they are binary)."""
@@ -88,4 +91,43 @@ def goal_probe(policy, samples: PolicySamples, baseline=None, stride: int = 3, s
     return {"goals": names, "baseline": baseline is not None, "per_task": per_task}
 
 
-__all__ = ["ALL", "GOALS", "NO_GOAL", "WRONG", "check_pair", "goal_probe"]
+LEFT_ARM, RIGHT_ARM = list(JOINTS[:7]), list(JOINTS[7:])
+
+
+def moving_arm(commands: np.ndarray, state: np.ndarray) -> str:
+    """``left`` or ``right``: the arm whose joint targets (chunk, 16) move further from ``state`` (16,) in total."""
+    move = np.abs(np.asarray(commands, np.float64) - np.asarray(state, np.float64)[None])
+    return "left" if move[:, LEFT_ARM].sum() >= move[:, RIGHT_ARM].sum() else "right"
+
+
+def first_arm_probe(policy, samples: PolicySamples, baseline=None) -> dict:
+    """Per task and over all tasks: n (episodes) and, for the true goal (and the no-goal token of a goal-dropout
+    policy, and ``baseline``), the fraction of episodes whose first predicted chunk moves the arm the expert's
+    recorded commands move. Where only the goal can tell which arm acts, a policy that reads it scores 1 with
+    the true goal, and the others about the share of the more common choice."""
+    check_pair(policy, baseline)
+    keys = ["true", *([NO_GOAL] if policy.config.goal_dropout else []), *(["baseline"] if baseline else [])]
+    by_task: dict[str, list[dict]] = {}
+    for ei, ep in enumerate(samples.episodes):
+        i = int(np.flatnonzero(samples._ep == ei)[0])  # the episode's first saved frame
+        smp = samples.get(i)
+        want = moving_arm(commands_from_actions(smp.action, smp.state, samples.action), smp.state)
+        got = {"true": policy.act(smp.frame, smp.state, smp.goal)}
+        if NO_GOAL in keys:
+            got[NO_GOAL] = policy.act(smp.frame, smp.state)
+        if baseline is not None:
+            got["baseline"] = baseline.act(smp.frame, smp.state)
+        row = {k: float(moving_arm(cmd, smp.state) == want) for k, cmd in got.items()}
+        by_task.setdefault(ep["task"], []).append({**row, "expert_" + want: 1.0})
+
+    def summary(rows: list[dict]) -> dict:
+        out = {"n": len(rows), "expert_left": int(sum(r.get("expert_left", 0) for r in rows))}
+        out.update({k: float(np.mean([r[k] for r in rows])) for k in keys})
+        return out
+
+    per_task = {t: summary(rows) for t, rows in sorted(by_task.items())}
+    per_task[ALL] = summary([r for rows in by_task.values() for r in rows])
+    return {"goals": keys, "per_task": per_task}
+
+
+__all__ = ["ALL", "GOALS", "NO_GOAL", "WRONG", "check_pair", "first_arm_probe", "goal_probe", "moving_arm"]

@@ -134,5 +134,8 @@ def _run_policy(args: argparse.Namespace, evaluation, progress) -> int:
     base = f"; baseline {1000 * a['baseline']:.2f}" if r["baseline"] else ""
     print(f"policy goal probe on {a['n']} samples of {r['episodes']} episodes: joint error (mrad) with goal "
           f"{parts}{base}")
+    fa = r["first_arm"]["per_task"][ALL]
+    print(f"first frame of {fa['n']} episodes, share moving the expert's arm: "
+          + ", ".join(f"{g} {fa[g]:.2f}" for g in r["first_arm"]["goals"]))
     print(f"report: {args.out}/report.md")
     return 0
