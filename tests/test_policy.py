@@ -593,10 +593,11 @@ def test_goal_probe_scores_true_and_wrong_goals(cache):
     arms = first_arm_probe(gd, samples, baseline=base)
     assert arms["goals"] == ["true", "no_goal", "baseline"]
     a = arms["per_task"][ALL]
-    firsts = [samples.get(int(np.flatnonzero(samples._ep == k)[0])) for k in range(len(samples.episodes))]
+    firsts = [samples.get(samples.first_sample(k)) for k in range(len(samples.episodes))]
     wants = [moving_arm(commands_from_actions(f.action, f.state, "delta"), f.state) for f in firsts]
     gots = [moving_arm(gd.act(f.frame, f.state, f.goal), f.state) for f in firsts]
-    assert a["n"] == len(samples.episodes) and firsts[0].t == 0 and a["expert_left"] == wants.count("left")
+    assert all(f.t == 0 for f in firsts) and samples.first_sample(1) == samples.episodes[0]["length"]
+    assert a["n"] == len(samples.episodes) and a["expert_left"] == wants.count("left")
     assert a["true"] == pytest.approx(np.mean([g == w for g, w in zip(gots, wants)]))
     state = np.zeros(16)
     left, right = np.zeros((4, 16)), np.zeros((4, 16))

@@ -310,6 +310,10 @@ class PolicySamples:
             offset += n
         return out
 
+    def first_sample(self, k: int) -> int:
+        """The sample index of episode ``k``'s first saved frame."""
+        return int(np.searchsorted(self._ep, k))
+
     def episode(self, i: int) -> dict:
         """The cache index entry of the episode sample ``i`` comes from (key, task, start, length, ...)."""
         return self.episodes[self._ep[i]]

@@ -109,8 +109,7 @@ def first_arm_probe(policy, samples: PolicySamples, baseline=None) -> dict:
     keys = ["true", *([NO_GOAL] if policy.config.goal_dropout else []), *(["baseline"] if baseline else [])]
     by_task: dict[str, list[dict]] = {}
     for ei, ep in enumerate(samples.episodes):
-        i = int(np.flatnonzero(samples._ep == ei)[0])  # the episode's first saved frame
-        smp = samples.get(i)
+        smp = samples.get(samples.first_sample(ei))
         want = moving_arm(commands_from_actions(smp.action, smp.state, samples.action), smp.state)
         got = {"true": policy.act(smp.frame, smp.state, smp.goal)}
         if NO_GOAL in keys:
