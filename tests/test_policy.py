@@ -485,6 +485,41 @@ def test_rollout_config_refuses_unknown_task_and_mode():
         with pytest.raises(ConfigError, match=r"rollout guidance=.*must be a number in \[0, 10\]"):
             RolloutConfig(guidance=bad).validate()
     assert RolloutConfig(guidance=2).validate().guidance == 2
+    for bad in (11, float("nan"), float("inf")):
+        with pytest.raises(ConfigError, match=r"rollout ensemble=.*must be a number in \[-10, 10\]"):
+            RolloutConfig(ensemble=bad).validate()
+    assert RolloutConfig(ensemble=-0.5).validate().ensemble == -0.5
+
+
+def test_chunk_ensemble_averages_the_predictions_for_each_step():
+    from frameplan_core.policy.ensemble import ChunkEnsemble
+
+    a = np.arange(4, dtype=float)[:, None] * np.ones((4, 2))          # predicted at step 0: commands for steps 0..3
+    b = 10 + np.arange(4, dtype=float)[:, None] * np.ones((4, 2))     # predicted at step 2: steps 2..5
+    e = ChunkEnsemble(0.0)
+    e.add(0, a)
+    np.testing.assert_allclose(e.command(0), a[0])
+    np.testing.assert_allclose(e.command(1), a[1])
+    e.add(2, b)
+    np.testing.assert_allclose(e.command(2), (a[2] + b[0]) / 2)       # two chunks cover step 2
+    np.testing.assert_allclose(e.command(4), b[2])                    # only the newer one covers step 4
+    k = 0.5
+    w = ChunkEnsemble(k)
+    w.add(0, a)
+    w.add(2, b)
+    np.testing.assert_allclose(w.command(3), (a[3] + np.exp(-k) * b[1]) / (1 + np.exp(-k)))   # the oldest weighs 1
+    newest = ChunkEnsemble(-20.0)
+    newest.add(0, a)
+    newest.add(2, b)
+    np.testing.assert_allclose(newest.command(3), b[1], atol=1e-6)
+    e.add(6, b)                                                       # step 6: the first two chunks are dropped
+    assert len(e._chunks) == 1
+    with pytest.raises(ValueError, match="no chunk covers step 12"):
+        e.command(12)
+    with pytest.raises(ValueError, match="after one for step 6"):
+        e.add(5, a)
+    with pytest.raises(ValueError, match="finite"):
+        ChunkEnsemble(float("nan"))
 
 
 def test_results_summary_report_and_resume_checks(tmp_path):

@@ -110,6 +110,26 @@ def test_recorded_commands_succeed_through_the_policy_loop(sim):
     assert res.steps <= len(commands)
 
 
+def test_recorded_commands_succeed_with_temporal_ensembling(sim):
+    """With ``ensemble`` the policy is asked at every step and each chunk's command for a step is averaged with
+    the older chunks' commands for the same step: recorded commands (every chunk agrees) still succeed."""
+    from frameplan_core.data.robotwin import RoboTwinEpisode, episode_dir
+    from frameplan_core.policy.rollout import Models, RolloutConfig, make_env, run_policy
+
+    root, overrides = sim
+    ep = RoboTwinEpisode(episode_dir(root / "data", TASK, TINY, 0))
+    commands = ep.joint_commands()
+    cfg = RolloutConfig(tasks=[TASK], modes=["none"], execute=4, ensemble=0.01, max_steps=len(commands) + 20).validate()
+    env = make_env("head_camera", 15, overrides)
+    try:
+        res = run_policy(env, "none", Models(baseline=RecordedCommands(commands, 1)), TASK, 0, ep.scene_info["seed"],
+                         cfg)
+    finally:
+        env.close()
+    assert res.success, res
+    assert res.steps <= len(commands)
+
+
 def test_rollout_every_mode_one_short_episode(sim, policies, tmp_path, capsys):
     from frameplan_cli.main import main
 
@@ -154,12 +174,15 @@ def test_goal_dropout_policy_as_its_own_baseline_with_guidance(sim, policies, tm
     sets = [a for o in overrides for a in ("--sim-set", o)]
     assert main(["rollout", "--task", TASK, "--mode", "oracle", "--mode", "none", "--episodes", "1", "--max-steps", "4",
                  "--period", "2", "--execute", "2", "--policy", str(gd / "model"), "--baseline", str(gd / "model"),
-                 "--guidance", "0.5", "--no-media", "--out", str(out), *sets]) == 0, capsys.readouterr().err
+                 "--guidance", "0.5", "--ensemble", "0.01", "--no-media", "--out", str(out), *sets]) == 0, \
+        capsys.readouterr().err
     res = json.loads((out / "results.json").read_text())
     eps = {e["mode"]: e for e in res["episodes"]}
     assert eps["none"]["steps"] == 4 and eps["none"]["goal_calls"] == 0 and eps["oracle"]["goal_calls"] == 2
     assert res["settings"]["guidance"] == 0.5 and res["models"]["baseline"] == res["models"]["policy"]
-    assert "action guidance 0.5" in (out / "report.md").read_text()
+    assert res["settings"]["ensemble"] == 0.01
+    report = (out / "report.md").read_text()
+    assert "action guidance 0.5" in report and "temporally ensembled (k = 0.01)" in report
 
 
 def test_sigterm_keeps_finished_episodes_marked_interrupted(sim, policies, tmp_path):

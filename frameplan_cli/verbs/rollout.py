@@ -42,6 +42,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--horizon", type=int, default=None,
                         help="oracle goals this many saved frames ahead (default: the policy's training interval)")
     parser.add_argument("--execute", type=int, default=4, help="commands of each predicted chunk sent per policy call")
+    parser.add_argument("--ensemble", type=float, default=None, metavar="K",
+                        help="temporal ensembling: ask the policy every step and send the exp(-K i)-weighted mean of "
+                             "all chunks' commands for that step, oldest i=0 (ACT uses K=0.01; K<0 favours the newest; "
+                             "overrides --execute)")
     parser.add_argument("--replan", type=int, default=0,
                         help="planner: policy steps between new plans (0: when the plan is used up)")
     parser.add_argument("--subgoal-steps", type=int, default=None,
@@ -92,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = R.RolloutConfig(
         tasks=_expand(args.task, tuple(TASK_NAMES), "task"), modes=_expand(args.mode, R.MODES, "mode"),
         episodes=args.episodes, seed_base=args.seed_base, period=args.period, horizon=args.horizon,
-        execute=args.execute, replan=args.replan, subgoal_steps=args.subgoal_steps,
+        execute=args.execute, ensemble=args.ensemble, replan=args.replan, subgoal_steps=args.subgoal_steps,
         threshold=args.threshold or None, max_steps=args.max_steps, gripper=args.gripper,
         oracle_sync=args.oracle_sync, predictor_samples=args.samples, planner_samples=args.samples,
         guidance=args.guidance, media=not args.no_media).validate()

@@ -36,6 +36,7 @@ import numpy as np
 from frameplan_core import atomic
 from frameplan_core.errors import ConfigError, FrameplanError, ModelError
 from frameplan_core.policy.config import GRIPPERS, check_guidance_range
+from frameplan_core.policy.ensemble import ChunkEnsemble
 from frameplan_core.policy.follow import DEFAULT_THRESHOLD, OracleGoals, PlanFollower
 from frameplan_core.sim.task_config import TASK_NAMES
 
@@ -57,6 +58,8 @@ class RolloutConfig:
     period: policy steps between goal renewals (predictor: a new prediction; oracle: re-matching the expert's
         timeline). horizon: oracle goals are this many saved frames ahead (None: the policy's training interval).
     execute: commands of each predicted chunk sent before the policy is asked again (1..chunk).
+    ensemble: temporal ensembling (``ensemble.ChunkEnsemble``): the policy is asked at every step and each command
+        is the exp(-k i)-weighted mean of all chunks' predictions for that step; None: off (``execute`` applies).
     replan: planner mode, policy steps between new plans (0: a new plan when the current one is used up).
     subgoal_steps: planner mode, budget per subgoal in policy steps (None: 1.5 x the task's mean expert length / 8).
     threshold: planner mode, ``frame_distance`` under which a subgoal counts as reached (None: budget only).
@@ -74,6 +77,7 @@ class RolloutConfig:
     period: int = 10
     horizon: int | None = None
     execute: int = 4
+    ensemble: float | None = None
     replan: int = 0
     subgoal_steps: int | None = None
     threshold: float | None = DEFAULT_THRESHOLD
@@ -99,6 +103,8 @@ class RolloutConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"rollout {name}={value}: must be >= 1")
+        if self.ensemble is not None and not (-10 <= self.ensemble <= 10):
+            raise ConfigError(f"rollout ensemble={self.ensemble}: must be a number in [-10, 10] (or unset: off)")
         if self.replan < 0:
             raise ConfigError(f"rollout replan={self.replan}: must be >= 0 (0 = when the plan is used up)")
         if self.threshold is not None and not self.threshold > 0:
@@ -273,7 +279,8 @@ def run_policy(env, mode: str, models: Models, task: str, episode: int, seed: in
     max_steps = cfg.max_steps or int(math.ceil(2.5 * mean_frames))
     horizon = cfg.horizon or pc.interval
     budget = cfg.subgoal_steps or max(1, int(round(1.5 * mean_frames / 8)))
-    execute = min(cfg.execute, pc.chunk)
+    execute = 1 if cfg.ensemble is not None else min(cfg.execute, pc.chunk)
+    ensemble = ChunkEnsemble(cfg.ensemble) if cfg.ensemble is not None else None
     t0 = time.perf_counter()
     env.reset(task, seed)
     obs = env.observe(render=True)
@@ -317,8 +324,10 @@ def run_policy(env, mode: str, models: Models, task: str, episode: int, seed: in
         chunk = policy.act(image, obs.joint_state, goal if pc.goal and mode != "none" else None, **extra)
         policy_s += time.perf_counter() - tp
         taken = 0
+        if ensemble is not None:
+            ensemble.add(steps, chunk)
         for k in range(execute):
-            cmd = chunk[k].copy()
+            cmd = ensemble.command(steps) if ensemble is not None else chunk[k].copy()
             if cfg.gripper == "binary":
                 cmd[list(GRIPPERS)] = (cmd[list(GRIPPERS)] >= 0.5).astype(np.float64)
             last = k == execute - 1 or steps + 1 >= max_steps
@@ -440,12 +449,20 @@ class RolloutRun:
         self.media_written.add((res.task, res.mode))
 
 
+def _execution(settings: dict) -> str:
+    k = settings.get("ensemble")
+    if k is None:
+        return f"{settings['execute']} commands executed per policy call"
+    return f"policy asked every step, chunks temporally ensembled (k = {k:g})"
+
+
 def report_markdown(res: dict) -> str:
     s = res["settings"]
     lines = [f"# Closed-loop rollouts{' (INTERRUPTED: partial results)' if res['interrupted'] else ''}", "",
              f"Command: `{res['command']}`", "",
              f"Seeds {s['seed_base']}.. ({s['episodes']} per task and mode; never used for training). Policy step = one "
-             f"saved frame (15 ticks, 60 ms); {s['execute']} commands executed per policy call; goal period "
+             f"saved frame (15 ticks, 60 ms); "
+             f"{_execution(s)}; goal period "
              f"{s['period']} steps, oracle horizon {s['horizon'] or 'the policy interval'}, planner replan "
              f"{s['replan'] or 'when used up'}, gripper {s['gripper']}"
              f"{'' if s.get('guidance') is None else ', action guidance ' + format(s['guidance'], 'g')}.", "",
