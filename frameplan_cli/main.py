@@ -7,6 +7,7 @@ import argparse
 import importlib
 import importlib.util
 import logging
+import os
 import sys
 
 from frameplan_core.errors import FrameplanError
@@ -67,11 +68,28 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM where a verb turns it into atomic.Terminated
         from frameplan_core.atomic import Terminated
 
-        if isinstance(exc, Terminated):
-            print(f"frameplan {args.verb}: terminated", file=sys.stderr)
-            return 143
-        print(f"frameplan {args.verb}: interrupted", file=sys.stderr)
-        return 130
+        code = 143 if isinstance(exc, Terminated) else 130
+        print(f"frameplan {args.verb}: {'terminated' if code == 143 else 'interrupted'}", file=sys.stderr)
+        if argv is None:  # the process's own entry point (console script, python -m), not a caller in-process
+            _exit_after_signal(code)
+        return code
+
+
+def _exit_after_signal(code: int) -> None:
+    """Leave the process without the interpreter's finalizers. Why: a simulator or renderer stopped mid-frame can
+    crash in its native destructors at exit (seen once in CI: SIGSEGV right after a clean SIGTERM of `frameplan
+    collect`), turning exit 143 into -11. The verb has already removed its partial files; stop any child process
+    still running, flush, and exit with the signal's code."""
+    import multiprocessing
+
+    for child in multiprocessing.active_children():
+        child.terminate()
+    for child in multiprocessing.active_children():
+        child.join(timeout=5)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":
