@@ -89,41 +89,25 @@ class RecordedCommands:
         return self.commands[idx]
 
 
-def test_recorded_commands_succeed_through_the_policy_loop(sim):
+@pytest.mark.parametrize("ensemble,calls_every", [(None, 4), (0.01, 1)], ids=["execute-4", "ensemble"])
+def test_recorded_commands_succeed_through_the_policy_loop(sim, ensemble, calls_every):
     """The loop's conventions match the data's: sending each predicted chunk the way run_policy does (interpolated
     steps of 15 ticks, binary gripper, re-rendering every ``execute`` steps) with the expert's own recorded commands
-    as the "prediction" reproduces the expert's success on its seed."""
+    as the "prediction" reproduces the expert's success on its seed. With ``ensemble`` the policy is asked at every
+    step and each chunk's command for a step is averaged with the older chunks' commands for the same step:
+    recorded commands (every chunk agrees) still succeed."""
     from frameplan_core.data.robotwin import RoboTwinEpisode, episode_dir
     from frameplan_core.policy.rollout import Models, RolloutConfig, make_env, run_policy
 
     root, overrides = sim
     ep = RoboTwinEpisode(episode_dir(root / "data", TASK, TINY, 0))
     commands = ep.joint_commands()
-    cfg = RolloutConfig(tasks=[TASK], modes=["none"], execute=4, max_steps=len(commands) + 20).validate()
+    cfg = RolloutConfig(tasks=[TASK], modes=["none"], execute=4, ensemble=ensemble,
+                        max_steps=len(commands) + 20).validate()
     env = make_env("head_camera", 15, overrides)
     try:
-        res = run_policy(env, "none", Models(baseline=RecordedCommands(commands, 4)), TASK, 0, ep.scene_info["seed"],
-                         cfg)
-    finally:
-        env.close()
-    assert res.success, res
-    assert res.steps <= len(commands)
-
-
-def test_recorded_commands_succeed_with_temporal_ensembling(sim):
-    """With ``ensemble`` the policy is asked at every step and each chunk's command for a step is averaged with
-    the older chunks' commands for the same step: recorded commands (every chunk agrees) still succeed."""
-    from frameplan_core.data.robotwin import RoboTwinEpisode, episode_dir
-    from frameplan_core.policy.rollout import Models, RolloutConfig, make_env, run_policy
-
-    root, overrides = sim
-    ep = RoboTwinEpisode(episode_dir(root / "data", TASK, TINY, 0))
-    commands = ep.joint_commands()
-    cfg = RolloutConfig(tasks=[TASK], modes=["none"], execute=4, ensemble=0.01, max_steps=len(commands) + 20).validate()
-    env = make_env("head_camera", 15, overrides)
-    try:
-        res = run_policy(env, "none", Models(baseline=RecordedCommands(commands, 1)), TASK, 0, ep.scene_info["seed"],
-                         cfg)
+        res = run_policy(env, "none", Models(baseline=RecordedCommands(commands, calls_every)), TASK, 0,
+                         ep.scene_info["seed"], cfg)
     finally:
         env.close()
     assert res.success, res

@@ -279,8 +279,8 @@ def run_policy(env, mode: str, models: Models, task: str, episode: int, seed: in
     max_steps = cfg.max_steps or int(math.ceil(2.5 * mean_frames))
     horizon = cfg.horizon or pc.interval
     budget = cfg.subgoal_steps or max(1, int(round(1.5 * mean_frames / 8)))
-    execute = 1 if cfg.ensemble is not None else min(cfg.execute, pc.chunk)
     ensemble = ChunkEnsemble(cfg.ensemble) if cfg.ensemble is not None else None
+    execute = 1 if ensemble is not None else min(cfg.execute, pc.chunk)
     t0 = time.perf_counter()
     env.reset(task, seed)
     obs = env.observe(render=True)
@@ -461,8 +461,7 @@ def report_markdown(res: dict) -> str:
     lines = [f"# Closed-loop rollouts{' (INTERRUPTED: partial results)' if res['interrupted'] else ''}", "",
              f"Command: `{res['command']}`", "",
              f"Seeds {s['seed_base']}.. ({s['episodes']} per task and mode; never used for training). Policy step = one "
-             f"saved frame (15 ticks, 60 ms); "
-             f"{_execution(s)}; goal period "
+             f"saved frame (15 ticks, 60 ms); {_execution(s)}; goal period "
              f"{s['period']} steps, oracle horizon {s['horizon'] or 'the policy interval'}, planner replan "
              f"{s['replan'] or 'when used up'}, gripper {s['gripper']}"
              f"{'' if s.get('guidance') is None else ', action guidance ' + format(s['guidance'], 'g')}.", "",
