@@ -41,18 +41,27 @@ def predictor(tmp_path_factory):
     return root
 
 
-def _call(probe, client, request, timeout=120.0):
+def _call(probe, client, request, timeout=120.0, resend_every=None):
+    """The service's answer. ``resend_every`` (idempotent requests only): ask again when no answer came in that many
+    seconds -- wait_for_service is true once the server sees the client's requests, but the server's reply can still
+    be lost while DDS matches the reply path (CI saw a first get_state go unanswered for 120 s); ``ros2 lifecycle get``
+    users simply ask again."""
     assert client.wait_for_service(timeout_sec=60), f"{client.srv_name} not available"
-    future = client.call_async(request)
     deadline = time.monotonic() + timeout
-    while not future.done() and time.monotonic() < deadline:
+    futures = [client.call_async(request)]
+    sent = time.monotonic()
+    while not any(f.done() for f in futures) and time.monotonic() < deadline:
+        if resend_every and time.monotonic() - sent > resend_every:
+            futures.append(client.call_async(request))
+            sent = time.monotonic()
         time.sleep(0.02)
-    assert future.done(), f"{client.srv_name}: no answer in {timeout} s"
-    return future.result()
+    done = [f for f in futures if f.done()]
+    assert done, f"{client.srv_name}: no answer in {timeout} s ({len(futures)} request(s))"
+    return done[0].result()
 
 
 def _state(probe, get):
-    return _call(probe, get, GetState.Request()).current_state.label
+    return _call(probe, get, GetState.Request(), resend_every=10.0).current_state.label
 
 
 def _change(probe, change, transition_id):
