@@ -85,7 +85,7 @@ def test_bf16_training_step_on_cuda(tmp_path):
         "val_every_n_epochs=0", "sample_every_n_steps=0", "max_steps=30", "lr=3e-3", "warmup_steps=1",
         "log_every_n_steps=1", "ema_decay=0"])
     res = run.train("predictor", cfg, data, tmp_path / "run", enable_progress_bar=False)
-    assert res.global_step == 30 and res.module.device.type == "cuda"
+    assert res.global_step == 30 and res.device.startswith("cuda")  # the module is back on the CPU after fit
     import csv
 
     rows = [r for r in csv.DictReader(open(tmp_path / "run" / "logs" / "metrics.csv")) if r.get("train/loss")]

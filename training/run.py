@@ -44,6 +44,7 @@ class TrainResult:
     samples: list[Path] = field(default_factory=list)
     module: Any = None
     rank: int = 0  # global rank of this process; only rank 0 writes the model, summary, samples and checkpoints
+    device: str = "cpu"  # where it trained: Lightning's teardown moves the module back to the CPU after fit
 
 
 def build_module(kind: str, cfg: TrainConfig, device: str = "cpu"):
@@ -312,6 +313,7 @@ def train(kind: str, cfg: TrainConfig, data: str | Path, out: str | Path, resume
     safe = {"weights_only": True} if "weights_only" in inspect.signature(trainer.fit).parameters else {}
     trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt_path) if ckpt_path else None, **safe)
     seconds = time.perf_counter() - t0
+    device = str(trainer.strategy.root_device)  # the module itself is back on the CPU after Lightning's teardown
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
     model_dir = None
     trainer.strategy.barrier("frameplan-export")  # all ranks done (rank 0's last checkpoint and samples written)
@@ -319,11 +321,11 @@ def train(kind: str, cfg: TrainConfig, data: str | Path, out: str | Path, resume
         model_dir = module.export(out / "model")  # EMA weights, identical on every rank
     trainer.strategy.barrier("frameplan-exported")  # no rank returns before the model folder exists
     result = TrainResult(out, model_dir, sorted((out / "checkpoints").glob("*.ckpt")), trainer.global_step, seconds,
-                         metrics, list(samples_cb.written), module, trainer.global_rank)
+                         metrics, list(samples_cb.written), module, trainer.global_rank, device)
     if trainer.is_global_zero:
         atomic.write_json(out / "train_summary.json", {
             "kind": kind, "data": str(data), "global_step": trainer.global_step, "epochs": trainer.current_epoch,
-            "seconds": round(seconds, 2), "device": str(module.device), "world_size": trainer.world_size,
+            "seconds": round(seconds, 2), "device": device, "world_size": trainer.world_size,
             "precision": cfg.precision,
             "resumed_from": str(ckpt_path) if ckpt_path else None, "metrics": metrics,
             "model_dir": str(model_dir) if model_dir else None, "config": dataclasses.asdict(cfg)})
