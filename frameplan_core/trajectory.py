@@ -202,6 +202,39 @@ def draw_trajectory(image: np.ndarray, trajectory: Any, thickness: int = 2, end_
     return out
 
 
+def point_at(points: Any, frac: float) -> np.ndarray:
+    """The path's position at time fraction ``frac`` in [0, 1], its points taken as evenly spaced in time (a
+    recorded end-effector track is sampled that way; a hand-drawn path is read the same way)."""
+    pts = np.asarray(as_trajectory(points).points, np.float64)
+    s = float(np.clip(frac, 0.0, 1.0)) * (len(pts) - 1)
+    i = min(int(np.floor(s)), len(pts) - 2)
+    return pts[i] + (s - i) * (pts[i + 1] - pts[i])
+
+
+def time_marked_frames(drawn: np.ndarray, points: Any, thickness: int, n: int = 9,
+                       start_color: Sequence[int] = START_COLOR, end_color: Sequence[int] = END_COLOR) -> list[np.ndarray]:
+    """``n`` copies of a frame with its path drawn, copy k marked with a white-ringed disc where the path is at time
+    k / (n - 1), in the path's colour at that time. Tiled into a plan's conditioning grid, every cell is then told
+    where the end effector should be at its own time, which one red -> blue line leaves a small model to decode
+    from colour (PlannerConfig.trajectory_marks)."""
+    if thickness < 1:
+        raise InputError(f"trajectory thickness={thickness}: must be >= 1 px", kind="trajectory")
+    pts = clip_points(as_trajectory(points).points, drawn.shape[:2])
+    c0, c1 = np.asarray(start_color, np.float64), np.asarray(end_color, np.float64)
+    scale, radius = 16, 2 * thickness + 1
+    out = []
+    for k in range(n):
+        frac = k / (n - 1) if n > 1 else 0.0
+        p = point_at(pts, frac)
+        centre = (int(np.rint(p[0] * scale)), int(np.rint(p[1] * scale)))
+        img = drawn.copy()
+        cv2.circle(img, centre, int((radius + 1) * scale), (255, 255, 255), -1, cv2.LINE_AA, 4)
+        color = tuple(int(v) for v in np.rint((1 - frac) * c0 + frac * c1))
+        cv2.circle(img, centre, int(radius * scale), color, -1, cv2.LINE_AA, 4)
+        out.append(img)
+    return out
+
+
 # ---------------------------------------------------------------- inverse helper (evaluation, training data)
 def ee_trajectory(points_world: Any, extrinsic_cv: Any, intrinsic_cv: Any,
                   image_hw: tuple[int, int] | None = None) -> Trajectory:

@@ -82,6 +82,20 @@ def test_grid_trajectory_equals_hand_projection_after_crop(tmp_path):
     assert arms == {"left", "right"}  # the arm that moves is the one kept
     train = GridSampleDataset(dst, "train", cell=size)
     assert all(train[k]["has_trajectory"] and train[k]["mode"] == "both" for k in range(len(train)))
+    # with trajectory marks the data builds exactly the conditioning grid the planner builds at inference
+    from frameplan_training.datasets import grid_example
+
+    from frameplan_core.planner import GridPlanner, PlannerConfig
+
+    pl = GridPlanner.from_config(PlannerConfig.preset("tiny", cell_size=size, condition="channel",
+                                                      trajectory_marks=True), seed=0)
+    marked = GridSampleDataset(dst, "train", cell=size, thickness=pl.config.thickness, marks=True)
+    for k in range(len(marked)):
+        ex = grid_example(marked, k)
+        want = pl.conditioning_grid(ex["first"], ex["trajectory"])
+        got = ((marked[k]["source"].permute(1, 2, 0).numpy() + 1) * 127.5).round().astype(np.uint8)
+        assert (got == want).all()
+        assert not (got == ((train[k]["source"].permute(1, 2, 0).numpy() + 1) * 127.5).round()).all()
 
 
 def test_grid_trajectory_points_land_on_the_tool_in_the_cells(tmp_path):

@@ -417,3 +417,45 @@ def test_training_and_planning_share_the_planner_text_cache(planner):
     fresh_states, fresh_pooled = planner.text.encode(["lift the lid", ""])
     torch.testing.assert_close(states, fresh_states, rtol=0, atol=0)
     torch.testing.assert_close(pooled, fresh_pooled, rtol=0, atol=0)
+
+
+def test_trajectory_marks_tell_each_cell_where_the_path_is_at_its_time(image, tmp_path):
+    """trajectory_marks: cell k of the tiled conditioning shows frame 1 with its path and a disc at the path's
+    position at time k/8 (serpentine order), the training data builds the same grid, condition_pixels keeps it
+    (it only tiles the seed's first_cell layout), and without a path the plain tiled grid is used."""
+    from frameplan_core.grid import compose, source_grid
+    from frameplan_core.trajectory import point_at
+
+    cfg = PlannerConfig.preset("tiny", cell_size=CELL, steps=2, condition="channel", target="residual",
+                               trajectory_marks=True)
+    pl = GridPlanner.from_config(cfg, seed=0)
+    dark = np.zeros_like(image)  # a black frame: the white-ringed discs are the only bright pixels
+    traj = [[12, 6], [52, 6], [52, 42]]  # image pixels; the 64x48 frame is centre-cropped to 48x48 then resized
+    grid = pl.conditioning_grid(dark, traj)
+    cells = split(grid)  # time order
+    _, drawn, pts = pl.prepare_frame(dark, traj)
+    for k, c in enumerate(cells):
+        diff = np.abs(c.astype(int) - drawn.astype(int)).sum(2)
+        ys, xs = np.nonzero(diff)
+        assert len(xs), f"cell {k + 1} has no mark"
+        centre = np.array([xs.mean(), ys.mean()])
+        assert np.linalg.norm(centre - point_at(pts, k / 8)) < 2.5, (k, centre, point_at(pts, k / 8))
+    assert not (cells[0] == cells[8]).all()
+    plan = pl.plan(dark, "x", trajectory=traj, seed=0)
+    assert (plan.conditioning == grid).all()
+    assert (pl.conditioning_grid(dark) == source_grid(pl.prepare_frame(dark)[1], "tiled")).all()  # no path: no marks
+    # the marked grid goes in unchanged, the seed's layout is tiled from cell 1, per sample in one batch
+    x = pl.condition_pixels(np.stack([grid, source_grid(cells[0])]))
+    assert torch.equal(x[0], sampling.to_pixels(grid[None], "cpu", torch.float32)[0])
+    assert torch.equal(x[1], sampling.to_pixels(source_grid(cells[0], "tiled")[None], "cpu", torch.float32)[0])
+    assert not torch.equal(x[0], x[1])
+    assert (compose(cells) == grid).all()
+    pl.save_pretrained(tmp_path / "m")
+    assert GridPlanner.from_pretrained(tmp_path / "m", device="cpu").config.trajectory_marks is True
+    old = pl.config.to_dict()
+    old.pop("trajectory_marks")  # configs saved before the option: no marks
+    assert PlannerConfig.from_dict(old).trajectory_marks is False
+    with pytest.raises(ConfigError, match="trajectory_marks"):
+        PlannerConfig.preset("tiny", trajectory_marks=True)  # the seed's first_cell layout has no cells to mark
+    with pytest.raises(ConfigError, match="trajectory_marks"):
+        PlannerConfig.preset("tiny", condition="tiled", trajectory_marks="yes")

@@ -145,3 +145,29 @@ def test_episode_end_effector_path_in_the_head_camera(tmp_path):
         episode_ee_trajectory(episode, arm="middle")
     with pytest.raises(DataError, match=r"toy_D435_pkl/episode0: frame 0: no observation/front_camera"):
         episode_ee_trajectory(episode, camera="front_camera")
+
+
+def test_point_at_reads_the_path_evenly_in_time():
+    from frameplan_core.trajectory import point_at
+
+    pts = [[0, 0], [10, 0], [10, 40]]  # three samples evenly spaced in time, uneven in length
+    assert np.allclose(point_at(pts, 0.0), [0, 0])
+    assert np.allclose(point_at(pts, 0.5), [10, 0])  # the middle sample, not the middle of the arc length
+    assert np.allclose(point_at(pts, 0.75), [10, 20])
+    assert np.allclose(point_at(pts, 1.0), [10, 40])
+    assert np.allclose(point_at(pts, 7.0), [10, 40])  # clamped
+
+
+def test_time_marked_frames_put_one_disc_per_time_in_the_path_colour():
+    from frameplan_core.trajectory import time_marked_frames
+
+    base = np.zeros((64, 64, 3), np.uint8)
+    out = time_marked_frames(base, [[8, 32], [56, 32]], thickness=1, n=3)
+    assert len(out) == 3
+    for k, img in enumerate(out):
+        x = 8 + 24 * k
+        assert tuple(img[32, x]) == (round(255 * (1 - k / 2)), 0, round(255 * k / 2))  # path colour at that time
+        assert img[32, x + 4].min() > 100  # the white ring around it
+        assert img[10, 10].max() == 0  # nothing else drawn
+    with pytest.raises(InputError, match="thickness"):
+        time_marked_frames(base, [[8, 32], [56, 32]], thickness=0)

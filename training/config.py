@@ -177,6 +177,8 @@ class PlannerTrainConfig(TrainConfig):
         this run; None keeps the one of ``model`` (a preset: ``first_cell``). The data stays in the seed's layout.
         Switching a model into ``channel`` adds input weights to the base transformer, so it needs ``train_base``.
     target: set the planner's generation target (``grid`` | ``residual``, see PlannerConfig); None keeps the model's.
+    trajectory_marks: set PlannerConfig.trajectory_marks (each tiled cell marks where the path is at its time);
+        None keeps the model's. The data pipeline then builds the marked source grids.
     """
 
     drop_text_prob: float = 0.2
@@ -188,6 +190,7 @@ class PlannerTrainConfig(TrainConfig):
     train_base: bool = False
     condition: Literal["first_cell", "tiled", "channel"] | None = None
     target: Literal["grid", "residual"] | None = None
+    trajectory_marks: bool | None = None
     sample_guidance: float = 3.5
     image_size: int = 64
     crop_res: int = 64

@@ -172,9 +172,9 @@ class GridSampleDataset(_FolderItems):
     def __init__(self, root, split: str | None, cell: int, jitter: float = 0.0, drop_text: float = 0.0,
                  drop_trajectory: float = 0.0, drop_both: float = 0.0, thickness: int = 1, max_bad: int = 10,
                  verify: bool = True, modality: str | None = None,
-                 instruction_override: dict[int, str] | None = None) -> None:
+                 instruction_override: dict[int, str] | None = None, marks: bool = False) -> None:
         super().__init__(root, split, max_bad, verify)
-        self.cell, self.jitter, self.thickness = cell, jitter, thickness
+        self.cell, self.jitter, self.thickness, self.marks = cell, jitter, thickness, marks
         self.drop = (drop_text, drop_trajectory, drop_both)
         self.modality = modality
         self.instruction_override = instruction_override or {}
@@ -193,7 +193,7 @@ class GridSampleDataset(_FolderItems):
         return mode
 
     def __getitem__(self, key) -> dict[str, Any]:
-        from frameplan_core.trajectory import draw_trajectory
+        from frameplan_core.trajectory import draw_trajectory, time_marked_frames
 
         pos, seed = _split_key(key)
         i, s = self.sample(pos)
@@ -204,10 +204,14 @@ class GridSampleDataset(_FolderItems):
         traj = trajectory_from_meta(s.meta, self.cell)
         mode = self._mode(rng, traj is not None)
         first = frames[0]
+        source = None
         if mode in ("both", "trajectory"):
             first = draw_trajectory(first, traj, thickness=self.thickness)
+            if self.marks:  # as GridPlanner._source lays it out for a planner with trajectory_marks
+                source = grid.compose(time_marked_frames(first, traj, self.thickness))
+        source = grid.source_grid(first) if source is None else source
         text = self.instruction_override.get(i, s.edit) if mode in ("both", "text") else ""
-        return _with_seed({"source": to_tensor(grid.source_grid(first)), "target": to_tensor(grid.compose(frames)),
+        return _with_seed({"source": to_tensor(source), "target": to_tensor(grid.compose(frames)),
                            "text": text, "mode": mode, "index": i, "task": str(s.meta.get("task", "")),
                            "has_trajectory": traj is not None}, seed)
 

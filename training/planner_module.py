@@ -67,6 +67,8 @@ def load_planner(cfg: PlannerTrainConfig, device: str = "cpu"):
             over["condition"] = cfg.condition
         if cfg.target:
             over["target"] = cfg.target
+        if cfg.trajectory_marks is not None:
+            over["trajectory_marks"] = cfg.trajectory_marks
         planner = GridPlanner.from_config(PlannerConfig.preset(cfg.model, **over), seed=cfg.seed, device=device,
                                           dtype="float32")
     else:
@@ -84,6 +86,10 @@ def load_planner(cfg: PlannerTrainConfig, device: str = "cpu"):
         if cfg.target and cfg.target != planner.config.target:
             log.info("planner target %s -> %s (config target)", planner.config.target, cfg.target)
             planner.config = dataclasses.replace(planner.config, target=cfg.target)  # validated by PlannerConfig
+        if cfg.trajectory_marks is not None and cfg.trajectory_marks != planner.config.trajectory_marks:
+            log.info("planner trajectory_marks %s -> %s (config)", planner.config.trajectory_marks,
+                     cfg.trajectory_marks)
+            planner.config = dataclasses.replace(planner.config, trajectory_marks=cfg.trajectory_marks)
     if cfg.vae_from:
         replace_vae(planner, cfg.vae_from)
     return planner

@@ -90,8 +90,9 @@ def dataset_factory(kind: str, cfg: TrainConfig, data: Path, module=None):
         if kind == "planner":
             c: PlannerTrainConfig = cfg  # type: ignore[assignment]
             thickness = module.planner.config.thickness if module is not None else max(1, cfg.crop_res // 64)
+            marks = module.planner.config.trajectory_marks if module is not None else bool(c.trajectory_marks)
             return D.GridSampleDataset(data, split, cfg.crop_res, cfg.color_jitter, c.drop_text_prob,
-                                       c.drop_trajectory_prob, c.drop_both_prob, thickness, **common)
+                                       c.drop_trajectory_prob, c.drop_both_prob, thickness, marks=marks, **common)
         if kind == "policy":
             from frameplan_training.policy_module import PolicyDataset
 

@@ -66,6 +66,9 @@ class PlannerConfig:
     target: what the flow generates: ``grid`` (the nine frames' latent) or ``residual`` (their change from the
     tiled observation's latent, added back before decoding; "nothing moves" is then the zero residual instead of
     a copy the model has to learn). ``residual`` needs a tiled layout (``tiled`` or ``channel``).
+    trajectory_marks: with a tiled layout, a given path is drawn on frame 1 in every cell and each cell also gets a
+    disc where the path is at that cell's time (trajectory.time_marked_frames): the cell is told where the end
+    effector should be instead of decoding it from the line's colour. Training and inference use the same one.
     samples: plans drawn (one batch) and averaged per pixel: the *expected* frames, smoother than one plan, about
     ``samples`` times the work; 1 = one plan.
     """
@@ -87,6 +90,7 @@ class PlannerConfig:
     crop_policy: Literal["center", "resize", "pad"] = "center"
     condition: Literal["first_cell", "tiled", "channel"] = "first_cell"
     target: Literal["grid", "residual"] = "grid"
+    trajectory_marks: bool = False
 
     def __post_init__(self) -> None:
         if self.cell_size <= 0 or self.cell_size % 16:
@@ -111,6 +115,11 @@ class PlannerConfig:
         if self.target == "residual" and self.condition == "first_cell":
             raise ConfigError("planner target='residual' needs the observation in every cell: condition 'tiled' or "
                               "'channel', not 'first_cell'")
+        if not isinstance(self.trajectory_marks, bool):
+            raise ConfigError(f"planner trajectory_marks={self.trajectory_marks!r}: expected true or false")
+        if self.trajectory_marks and self.condition == "first_cell":
+            raise ConfigError("planner trajectory_marks=true marks every cell of the tiled observation: condition "
+                              "'tiled' or 'channel', not 'first_cell'")
         if self.max_text_tokens < 1:
             raise ConfigError(f"planner max_text_tokens={self.max_text_tokens}: must be >= 1")
 

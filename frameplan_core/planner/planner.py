@@ -26,6 +26,7 @@ from frameplan_core.trajectory import (
     as_trajectory,
     draw_trajectory,
     fit_points,
+    time_marked_frames,
 )
 from frameplan_core.types import Plan
 
@@ -170,7 +171,15 @@ class GridPlanner:
     def conditioning_grid(self, image: np.ndarray, trajectory: Any = None) -> np.ndarray:
         """The source grid a sample is conditioned on: frame 1 (trajectory drawn if given) laid out as
         ``config.condition`` says (top-left with black elsewhere, or in every cell)."""
-        return source_grid(self.prepare_frame(image, trajectory)[1], self.config.layout)
+        _, drawn, pts = self.prepare_frame(image, trajectory)
+        return self._source(drawn, pts)
+
+    def _source(self, drawn: np.ndarray, pts: np.ndarray | None) -> np.ndarray:
+        """Frame 1 (path drawn) in this planner's layout; with ``trajectory_marks`` and a path, every cell also
+        marks where the path is at that cell's time (trajectory.time_marked_frames)."""
+        if pts is not None and self.config.trajectory_marks:
+            return compose(time_marked_frames(drawn, pts, self.config.thickness))
+        return source_grid(drawn, self.config.layout)
 
     def set_condition(self, condition: str) -> GridPlanner:
         """Switch how the source grid is fed (PlannerConfig.condition) before fine-tuning. Into ``channel`` the
@@ -196,14 +205,18 @@ class GridPlanner:
 
     def condition_pixels(self, source: Any) -> torch.Tensor:
         """A batch of source grids (uint8 (B, 3c, 3c, 3) or float (B, 3, H, W)) -> float pixels in this planner's
-        layout. Training data stores the seed's layout (frame 1 top-left); only cell 1 is read, so a batch that
-        is already tiled comes out unchanged."""
+        layout. Training data stores the seed's layout (frame 1 top-left, black elsewhere): such a grid is tiled
+        from cell 1; a grid whose other cells hold anything (already tiled, or time-marked cells) comes out
+        unchanged."""
         x = sampling.to_pixels(source, self.device, torch.float32)
         if x.shape[2] % 3 or x.shape[3] % 3:
             raise InputError(f"source grid of {x.shape[3]}x{x.shape[2]} px is not 3x3 equal cells")
         if self.config.layout == "tiled":
             h, w = x.shape[2] // 3, x.shape[3] // 3
-            x = x[:, :, :h, :w].repeat(1, 1, 3, 3)
+            rest = torch.ones_like(x[:1, :1], dtype=torch.bool)
+            rest[..., :h, :w] = False
+            empty = ((x <= -1.0) | ~rest).flatten(1).all(1)  # cells 2-9 exact black: the seed's layout
+            x = torch.where(empty[:, None, None, None], x[:, :, :h, :w].repeat(1, 1, 3, 3), x)
         return x
 
     def target_grid(self, frames: Sequence[np.ndarray]) -> np.ndarray:
@@ -289,7 +302,7 @@ class GridPlanner:
         spreads: list[np.ndarray] = []
         try:
             def make_grid(frame: np.ndarray, first: bool) -> tuple[np.ndarray, np.ndarray]:
-                cond = source_grid(drawn if first else frame, self.config.layout)
+                cond = self._source(drawn, pts) if first else source_grid(frame, self.config.layout)
                 t = time.perf_counter()
                 grid, spread = self._generate_full(cond, instruction, steps, guidance, gen, samples)
                 c = self.config.cell_size
