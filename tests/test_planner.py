@@ -459,3 +459,36 @@ def test_trajectory_marks_tell_each_cell_where_the_path_is_at_its_time(image, tm
         PlannerConfig.preset("tiny", trajectory_marks=True)  # the seed's first_cell layout has no cells to mark
     with pytest.raises(ConfigError, match="trajectory_marks"):
         PlannerConfig.preset("tiny", condition="tiled", trajectory_marks="yes")
+
+
+def test_compose_keeps_the_observation_where_the_plan_shows_no_change(planner, image):
+    """compose > 0: each plan frame is the observation wherever it stays within the threshold of the
+    observation's VAE reconstruction (change_mask), the plan elsewhere; 0 leaves the decoded plan untouched."""
+    from frameplan_core.grid import source_grid
+    from frameplan_core.predictor.compose import change_mask
+
+    plain = planner.plan(image, "stack the blocks", seed=3, compose=0)
+    assert plain.inputs["compose"] == 0
+    composed = planner.plan(image, "stack the blocks", seed=3, compose=254)  # nothing counts as change
+    obs = plain.frames[0]
+    assert all((f == obs).all() for f in composed.frames)
+    import dataclasses
+
+    sharp = GridPlanner(dataclasses.replace(planner.config, compose_dilate=0, compose_feather=0), planner._m)
+    ref = sampling.decode_levels(planner.vae, sampling.encode(planner.vae, source_grid(obs, "tiled")[None]))[0]
+    ref = ref.round().to(torch.uint8).permute(1, 2, 0).numpy()
+    thr = int(np.clip(np.percentile(np.abs(plain.grid.astype(int) - ref).max(-1), 50), 1, 253))
+    mid = sharp.plan(image, "stack the blocks", seed=3, compose=thr)
+    mask = change_mask(plain.grid, ref, thr, 0, 0)
+    keep, gen = mask == 0, mask == 1
+    assert keep.any() and gen.any()  # random weights: some pixels change, some not
+    tiled = source_grid(obs, "tiled")
+    assert (mid.grid[keep] == tiled[keep]).all()
+    c = CELL
+    gen[:c, :c] = False  # cell 1 is the observation either way
+    assert (mid.grid[gen] == plain.grid[gen]).all()
+    for bad in (-1, 255, 2.5, True):
+        with pytest.raises(InputError, match="compose"):
+            planner.plan(image, "x", compose=bad)
+    with pytest.raises(ConfigError, match="compose"):
+        PlannerConfig.preset("tiny", compose=300)

@@ -330,7 +330,7 @@ def evaluate_planner(model: str | Path, data: str | Path, out: str | Path, split
                      steps: int | None = None, guidance: float | None = None, samples: int | None = None, seed: int = 0,
                      max_samples: int | None = None, threshold: int = metrics.DEFAULT_THRESHOLD,
                      dilate: int = metrics.DEFAULT_DILATE, device: str = "auto", planner: Any = None,
-                     progress: Callable[[int, int], None] | None = None) -> dict:
+                     progress: Callable[[int, int], None] | None = None, compose: int | None = None) -> dict:
     from frameplan_training.datasets import GridSampleDataset, grid_example
 
     from frameplan_core.planner import GridPlanner
@@ -363,7 +363,7 @@ def evaluate_planner(model: str | Path, data: str | Path, out: str | Path, split
         per_frame_rows.setdefault("copy", []).append(base["per_frame"])
         for mode, (text, tr) in modes.items():
             plan = g.plan(gt[0], instruction=text, trajectory=tr, steps=steps, guidance=guidance, seed=seed,
-                          samples=samples)
+                          samples=samples, compose=compose)
             m = _plan_metrics(plan.frames[:9], gt, threshold, dilate, tr is not None)
             row[mode] = m["mean"]
             if "centroid_error_px" in m:
@@ -389,6 +389,7 @@ def evaluate_planner(model: str | Path, data: str | Path, out: str | Path, split
                  for mode, mode_rows in per_frame_rows.items()}
     settings = {"steps": steps or g.config.steps, "guidance": guidance if guidance is not None else g.config.guidance,
                 "samples": samples if samples is not None else g.config.samples,
+                "compose": compose if compose is not None else g.config.compose,
                 "seed": seed, "cell_size": cell, "threshold": threshold, "dilate": dilate}
     result = {"kind": "planner", "model": str(model), "data": str(data), "split": split, "num_samples": len(rows),
               "settings": settings, "seconds": round(seconds, 2), "modes": modes_present, "per_task": per_task,
@@ -405,7 +406,8 @@ def _planner_report(r: dict) -> str:
         f"- model: `{r['model']}`", (f"- data: `{r['data']}`, held-out split **{r['split']}** "
         f"({r['num_samples']} samples)"),
         (f"- sampling: {s['steps']} steps, guidance {s['guidance']}, {_samples_words(s.get('samples', 1))}, "
-         f"seed {s['seed']}, {s['cell_size']} px cells"),
+         f"seed {s['seed']}, {s['cell_size']} px cells"
+         + (f", change-mask composition {s['compose']}" if s.get("compose") else "")),
         f"- time: {r['seconds']} s", "",
         ("Metrics are the means over frames 2–9 of each plan (frame 1 is the observed input). Changed region: "
         f"pixels of frame k that differ from frame 1 by more than {s['threshold']}/255 in the ground truth, dilated "

@@ -69,6 +69,10 @@ class PlannerConfig:
     trajectory_marks: with a tiled layout, a given path is drawn on frame 1 in every cell and each cell also gets a
     disc where the path is at that cell's time (trajectory.time_marked_frames): the cell is told where the end
     effector should be instead of decoding it from the line's colour. Training and inference use the same one.
+    compose: > 0 keeps the camera's own pixels where a plan frame shows no change (predictor/compose.py, as the
+    predictor does): pixels whose difference from the VAE reconstruction of the observation stays within
+    ``compose`` of 255 are the observation's, the rest the plan's (mask grown by ``compose_dilate`` px, feathered
+    by ``compose_feather`` px). 0 = the decoded plan as is.
     samples: plans drawn (one batch) and averaged per pixel: the *expected* frames, smoother than one plan, about
     ``samples`` times the work; 1 = one plan.
     """
@@ -91,6 +95,9 @@ class PlannerConfig:
     condition: Literal["first_cell", "tiled", "channel"] = "first_cell"
     target: Literal["grid", "residual"] = "grid"
     trajectory_marks: bool = False
+    compose: int = 0
+    compose_dilate: int = 2
+    compose_feather: int = 2
 
     def __post_init__(self) -> None:
         if self.cell_size <= 0 or self.cell_size % 16:
@@ -120,6 +127,10 @@ class PlannerConfig:
         if self.trajectory_marks and self.condition == "first_cell":
             raise ConfigError("planner trajectory_marks=true marks every cell of the tiled observation: condition "
                               "'tiled' or 'channel', not 'first_cell'")
+        for name, hi in (("compose", 254), ("compose_dilate", 32), ("compose_feather", 32)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= hi:
+                raise ConfigError(f"planner {name}={v!r}: expected an integer in [0, {hi}]")
         if self.max_text_tokens < 1:
             raise ConfigError(f"planner max_text_tokens={self.max_text_tokens}: must be >= 1")
 

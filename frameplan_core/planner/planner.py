@@ -19,6 +19,7 @@ from frameplan_core.image import ensure_rgb_uint8, fit
 from frameplan_core.planner import lora, model, sampling
 from frameplan_core.planner.chain import run_chain
 from frameplan_core.planner.config import MAX_SAMPLES, PlannerConfig
+from frameplan_core.predictor import compose as composition
 from frameplan_core.seeds import check_seed, cpu_generator
 from frameplan_core.text import TextCache, normalize_instruction, validate_instruction
 from frameplan_core.trajectory import (
@@ -253,9 +254,12 @@ class GridPlanner:
         return self._generate_full(cond_grid, instruction, steps, guidance, generator, samples)[0]
 
     def _generate_full(self, cond_grid: np.ndarray, instruction: str | None, steps: int, guidance: float,
-                       generator: torch.Generator, samples: int = 1) -> tuple[np.ndarray, np.ndarray | None]:
+                       generator: torch.Generator, samples: int = 1, observed: np.ndarray | None = None,
+                       compose_threshold: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
         """``_generate`` and, with ``samples`` > 1, the grid's (3c, 3c) uncertainty map from the same samples
-        (their standard deviation in grey levels, uncertainty.py); None for one sample."""
+        (their standard deviation in grey levels, uncertainty.py); None for one sample. With ``compose_threshold``
+        > 0 and the ``observed`` cell (no path drawn), unchanged pixels are the observation's (PlannerConfig.compose);
+        the uncertainty map stays that of the generated samples."""
         hw = self._latent_hw(cond_grid.shape[:2])
         cond = sampling.pack(sampling.encode(self.vae, cond_grid[None])).to(self.dtype).repeat(samples, 1, 1)
         text, pooled = self._embed([instruction or ""])
@@ -265,11 +269,24 @@ class GridPlanner:
             tokens = tokens + cond  # the flow generated the change from the tiled observation
         x = sampling.decode_levels(self.vae, sampling.unpack(tokens, *hw))
         grid = x.mean(0).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+        if compose_threshold > 0 and observed is not None:
+            grid = self._compose(grid, observed, compose_threshold)
         return grid, (uncertainty.sample_spread(x[:, None])[0] if samples > 1 else None)
+
+    def _compose(self, grid: np.ndarray, observed: np.ndarray, threshold: int) -> np.ndarray:
+        """The plan grid with the observation's own pixels wherever it shows no change from the observation's VAE
+        reconstruction (so the autoencoder's loss does not count as change); see predictor/compose.py."""
+        tiled = source_grid(observed, "tiled")
+        ref = sampling.decode_levels(self.vae, sampling.encode(self.vae, tiled[None]))[0]
+        ref = ref.round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+        c = self.config
+        mask = composition.change_mask(grid, ref, threshold, c.compose_dilate, c.compose_feather)
+        return composition.compose(grid, tiled, mask)
 
     def plan(self, image: np.ndarray, instruction: str | None = None, trajectory: Any = None,
              steps: int | None = None, guidance: float | None = None, seed: int | None = None,
-             adapter: str | None = None, chain: int = 1, samples: int | None = None) -> Plan:
+             adapter: str | None = None, chain: int = 1, samples: int | None = None,
+             compose: int | None = None) -> Plan:
         """Generate 8*chain + 1 frames (9 for one grid) in time order at cell resolution.
 
         ``instruction``: checked and normalised like the predictor's (text.validate_instruction); None or a blank
@@ -277,7 +294,8 @@ class GridPlanner:
         pixel points in ``image``'s coordinates, a Trajectory, or a dict (see trajectory.as_trajectory); it is drawn
         on frame 1 of the first grid only. ``adapter``: use this LoRA for this call only ('none' = base weights);
         None keeps the current selection. The observed frame replaces cell 1 of each generated grid (it is an
-        input, not a prediction). ``samples``: plans averaged per pixel (default: the config's; PlannerConfig)."""
+        input, not a prediction). ``samples``: plans averaged per pixel (default: the config's; PlannerConfig).
+        ``compose``: change-mask threshold (default: the config's; 0 = off; PlannerConfig.compose)."""
         steps = self.config.steps if steps is None else steps
         if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
             raise InputError(f"steps={steps!r}: must be an integer >= 1")
@@ -290,6 +308,10 @@ class GridPlanner:
         if isinstance(samples, bool) or not isinstance(samples, numbers.Integral) or not 1 <= samples <= MAX_SAMPLES:
             raise InputError(f"samples={samples!r}: must be an integer in [1, {MAX_SAMPLES}]")
         samples = int(samples)
+        compose = self.config.compose if compose is None else compose
+        if isinstance(compose, bool) or not isinstance(compose, numbers.Integral) or not 0 <= compose <= 254:
+            raise InputError(f"compose={compose!r}: must be an integer in [0, 254]")
+        compose = int(compose)
         instruction = validate_instruction(instruction, "instruction", optional=True)
         seed = check_seed(seed, "plan.seed")
         cell, drawn, pts = self.prepare_frame(image, trajectory)
@@ -304,7 +326,7 @@ class GridPlanner:
             def make_grid(frame: np.ndarray, first: bool) -> tuple[np.ndarray, np.ndarray]:
                 cond = self._source(drawn, pts) if first else source_grid(frame, self.config.layout)
                 t = time.perf_counter()
-                grid, spread = self._generate_full(cond, instruction, steps, guidance, gen, samples)
+                grid, spread = self._generate_full(cond, instruction, steps, guidance, gen, samples, frame, compose)
                 c = self.config.cell_size
                 grid[:c, :c] = frame  # observed cell 1
                 if spread is not None:
@@ -322,6 +344,7 @@ class GridPlanner:
         return Plan(frames=frames, grid=grids[-1], grids=grids, conditioning=conds[0], instruction=instruction,
                     trajectory=pts,
                     inputs={"steps": steps, "guidance": guidance, "seed": seed, "chain": chain, "samples": samples,
+                            "compose": compose,
                             "adapter": adapter if adapter is not None else previous, "model": self.config.name,
                             "cell_size": self.config.cell_size, "modalities":
                             [m for m, on in (("text", instruction), ("trajectory", pts is not None)) if on]},

@@ -41,6 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--guidance", type=float, default=None, help="planner: guidance value")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=8, help="predictor: images per batch")
+    parser.add_argument("--compose", type=int, default=None,
+                        help="planner: change-mask threshold, unchanged pixels kept from the observation (0 = off; "
+                             "default: the model's)")
     parser.add_argument("--max-samples", type=int, default=None, help="evaluate only the first N held-out samples")
     parser.add_argument("--threshold", type=int, default=25, help="changed-region threshold (0..254)")
     parser.add_argument("--dilate", type=int, default=3, help="changed-region dilation in pixels")
@@ -85,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
                      "model")]
     else:
         r = evaluation.evaluate_planner(args.model, args.data, args.out, guidance=args.guidance, samples=args.samples,
-                                        **common)
+                                        compose=args.compose, **common)
         sections = [(k, r["per_task"][evaluation.ALL], k) for k in r["modes"] if k != "unseen"]
     print(f"{args.kind} on {r['num_samples']} held-out samples ({r['split']} split):")
     for label, allt, k in sections:
