@@ -492,3 +492,41 @@ def test_compose_keeps_the_observation_where_the_plan_shows_no_change(planner, i
             planner.plan(image, "x", compose=bad)
     with pytest.raises(ConfigError, match="compose"):
         PlannerConfig.preset("tiny", compose=300)
+
+
+def test_residual_base_observation_leaves_the_drawn_path_out_of_the_residual(image):
+    """residual_base 'observation': the flow's residual is the change from the plain tiled observation, so with a
+    path drawn the loss target is (target - plain) instead of (target - drawn); the drawn grid only conditions.
+    With the exact residual flow of a static scene the plan is the plain observation's reconstruction even with a
+    path (the 'condition' base would paint the path into every frame)."""
+    from frameplan_core.grid import source_grid
+
+    cfg = PlannerConfig.preset("tiny", cell_size=CELL, steps=2, condition="channel", target="residual",
+                               residual_base="observation")
+    pl = GridPlanner.from_config(cfg, seed=0)
+    traj = [[12, 6], [52, 6], [52, 42]]
+    cell, drawn, _ = pl.prepare_frame(image, traj)
+    assert not (cell == drawn).all()
+    batch = {"source": source_grid(drawn)[None], "target": source_grid(cell, "tiled")[None], "instruction": ["x"],
+             "sigmas": torch.tensor([0.5])}
+    with pytest.raises(InputError, match="observation"):
+        pl.training_loss(batch, torch.Generator().manual_seed(0))
+
+    def loss(p, obs):
+        return float(p.training_loss({**batch, "observation": obs[None]}, torch.Generator().manual_seed(0)))
+
+    with_plain = loss(pl, source_grid(cell))
+    assert with_plain != loss(pl, source_grid(drawn))  # the base is the observation given, not the source
+    import dataclasses
+
+    old = GridPlanner(dataclasses.replace(pl.config, residual_base="condition"), pl._m)
+    assert loss(old, source_grid(drawn)) == loss(old, source_grid(cell))  # 'condition' ignores it
+    # at inference the residual is added to the plain observation's latent, not the drawn conditioning's
+    cond_grid = pl.conditioning_grid(image, traj)
+    cond = sampling.pack(sampling.encode(pl.vae, cond_grid[None]))
+    plain = sampling.pack(sampling.encode(pl.vae, source_grid(cell, "tiled")[None]))
+    assert torch.equal(pl._residual_base(cond, cond_grid, cell), plain)
+    assert torch.equal(old._residual_base(cond, cond_grid, cell), cond)
+    assert torch.equal(pl._residual_base(plain, source_grid(cell, "tiled"), cell), plain)  # no path: the same
+    with pytest.raises(ConfigError, match="residual_base"):
+        PlannerConfig.preset("tiny", residual_base="drawn")

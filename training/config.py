@@ -179,6 +179,7 @@ class PlannerTrainConfig(TrainConfig):
     target: set the planner's generation target (``grid`` | ``residual``, see PlannerConfig); None keeps the model's.
     trajectory_marks: set PlannerConfig.trajectory_marks (each tiled cell marks where the path is at its time);
         None keeps the model's. The data pipeline then builds the marked source grids.
+    residual_base: set PlannerConfig.residual_base (``condition`` | ``observation``); None keeps the model's.
     """
 
     drop_text_prob: float = 0.2
@@ -191,6 +192,7 @@ class PlannerTrainConfig(TrainConfig):
     condition: Literal["first_cell", "tiled", "channel"] | None = None
     target: Literal["grid", "residual"] | None = None
     trajectory_marks: bool | None = None
+    residual_base: Literal["condition", "observation"] | None = None
     sample_guidance: float = 3.5
     image_size: int = 64
     crop_res: int = 64

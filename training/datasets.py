@@ -203,7 +203,7 @@ class GridSampleDataset(_FolderItems):
             frames = color_jitter(frames, rng, self.jitter)
         traj = trajectory_from_meta(s.meta, self.cell)
         mode = self._mode(rng, traj is not None)
-        first = frames[0]
+        first = plain = frames[0]
         source = None
         if mode in ("both", "trajectory"):
             first = draw_trajectory(first, traj, thickness=self.thickness)
@@ -211,7 +211,8 @@ class GridSampleDataset(_FolderItems):
                 source = grid.compose(time_marked_frames(first, traj, self.thickness))
         source = grid.source_grid(first) if source is None else source
         text = self.instruction_override.get(i, s.edit) if mode in ("both", "text") else ""
-        return _with_seed({"source": to_tensor(source), "target": to_tensor(grid.compose(frames)),
+        return _with_seed({"source": to_tensor(source), "observation": to_tensor(grid.source_grid(plain)),
+                           "target": to_tensor(grid.compose(frames)),
                            "text": text, "mode": mode, "index": i, "task": str(s.meta.get("task", "")),
                            "has_trajectory": traj is not None}, seed)
 

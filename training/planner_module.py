@@ -69,6 +69,8 @@ def load_planner(cfg: PlannerTrainConfig, device: str = "cpu"):
             over["target"] = cfg.target
         if cfg.trajectory_marks is not None:
             over["trajectory_marks"] = cfg.trajectory_marks
+        if cfg.residual_base is not None:
+            over["residual_base"] = cfg.residual_base
         planner = GridPlanner.from_config(PlannerConfig.preset(cfg.model, **over), seed=cfg.seed, device=device,
                                           dtype="float32")
     else:
@@ -90,6 +92,9 @@ def load_planner(cfg: PlannerTrainConfig, device: str = "cpu"):
             log.info("planner trajectory_marks %s -> %s (config)", planner.config.trajectory_marks,
                      cfg.trajectory_marks)
             planner.config = dataclasses.replace(planner.config, trajectory_marks=cfg.trajectory_marks)
+        if cfg.residual_base is not None and cfg.residual_base != planner.config.residual_base:
+            log.info("planner residual_base %s -> %s (config)", planner.config.residual_base, cfg.residual_base)
+            planner.config = dataclasses.replace(planner.config, residual_base=cfg.residual_base)
     if cfg.vae_from:
         replace_vae(planner, cfg.vae_from)
     return planner
@@ -146,7 +151,7 @@ class PlannerModule(FrameplanModule):
                      train: bool) -> tuple[torch.Tensor, dict]:
         texts = [t if t else None for t in batch["text"]]
         loss = self.planner.training_loss({"source": batch["source"], "target": batch["target"],
-                                           "instruction": texts}, generator)
+                                           "observation": batch["observation"], "instruction": texts}, generator)
         return loss, {}
 
     @torch.no_grad()

@@ -66,6 +66,10 @@ class PlannerConfig:
     target: what the flow generates: ``grid`` (the nine frames' latent) or ``residual`` (their change from the
     tiled observation's latent, added back before decoding; "nothing moves" is then the zero residual instead of
     a copy the model has to learn). ``residual`` needs a tiled layout (``tiled`` or ``channel``).
+    residual_base: what a ``residual`` target is the change from: ``condition`` (the conditioning grid as fed, so a
+    drawn path or its marks are part of the base and the flow has to erase them; v3–v6) or ``observation`` (the
+    plain tiled observation: drawings only condition, and "nothing moves" is the zero residual with or without a
+    path). Training batches then carry the plain ``observation`` grid.
     trajectory_marks: with a tiled layout, a given path is drawn on frame 1 in every cell and each cell also gets a
     disc where the path is at that cell's time (trajectory.time_marked_frames): the cell is told where the end
     effector should be instead of decoding it from the line's colour. Training and inference use the same one.
@@ -95,6 +99,7 @@ class PlannerConfig:
     condition: Literal["first_cell", "tiled", "channel"] = "first_cell"
     target: Literal["grid", "residual"] = "grid"
     trajectory_marks: bool = False
+    residual_base: Literal["condition", "observation"] = "condition"
     compose: int = 0
     compose_dilate: int = 2
     compose_feather: int = 2
@@ -127,6 +132,8 @@ class PlannerConfig:
         if self.trajectory_marks and self.condition == "first_cell":
             raise ConfigError("planner trajectory_marks=true marks every cell of the tiled observation: condition "
                               "'tiled' or 'channel', not 'first_cell'")
+        if self.residual_base not in ("condition", "observation"):
+            raise ConfigError(f"planner residual_base={self.residual_base!r}: expected 'condition' or 'observation'")
         for name, hi in (("compose", 254), ("compose_dilate", 32), ("compose_feather", 32)):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= hi:

@@ -265,13 +265,23 @@ class GridPlanner:
         text, pooled = self._embed([instruction or ""])
         text, pooled = text.repeat(samples, 1, 1), pooled.repeat(samples, 1)
         tokens = sampling.sample(self.transformer, self.scheduler, cond, hw, text, pooled, steps, guidance, generator)
-        if self.config.target == "residual":
-            tokens = tokens + cond  # the flow generated the change from the tiled observation
+        if self.config.target == "residual":  # the flow generated the change from the tiled observation
+            tokens = tokens + self._residual_base(cond, cond_grid, observed)
         x = sampling.decode_levels(self.vae, sampling.unpack(tokens, *hw))
         grid = x.mean(0).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
         if compose_threshold > 0 and observed is not None:
             grid = self._compose(grid, observed, compose_threshold)
         return grid, (uncertainty.sample_spread(x[:, None])[0] if samples > 1 else None)
+
+    def _residual_base(self, cond: torch.Tensor, cond_grid: np.ndarray, observed: np.ndarray | None) -> torch.Tensor:
+        """Packed latent the residual is added to: the conditioning's, or (``residual_base: observation``) the plain
+        tiled observation's when a path was drawn on the conditioning."""
+        if self.config.residual_base == "condition" or observed is None:
+            return cond
+        plain = source_grid(observed, "tiled")
+        if plain.shape == cond_grid.shape and (plain == cond_grid).all():
+            return cond
+        return sampling.pack(sampling.encode(self.vae, plain[None])).to(self.dtype).expand_as(cond)
 
     def _compose(self, grid: np.ndarray, observed: np.ndarray, threshold: int) -> np.ndarray:
         """The plan grid with the observation's own pixels wherever it shows no change from the observation's VAE
@@ -376,7 +386,8 @@ class GridPlanner:
         one for the batch, or a list of one per sample (each sample's noise level and noise from its own).
 
         batch: ``source`` and ``target`` grids (uint8 (B, 3c, 3c, 3) numpy/tensor, or float (B, 3, H, W) in
-        [-1, 1]); ``instruction`` list of str/None; optional ``drop_text`` (B,) bool: True replaces the
+        [-1, 1]); ``instruction`` list of str/None; ``observation``: the source grids without a drawn path (needed
+        by ``residual_base: observation``); optional ``drop_text`` (B,) bool: True replaces the
         instruction by the empty-text embedding. Trajectory dropout is choosing the source grid with or without
         the drawn path, done by the data pipeline; ``source`` may be in either layout (``condition_pixels``
         lays it out as ``config.condition`` says). Optional ``sigmas`` (B,)
@@ -403,6 +414,13 @@ class GridPlanner:
         sigmas = torch.as_tensor(sigmas, device=self.device)
         target, cond = sampling.pack(target).to(self.dtype), sampling.pack(cond).to(self.dtype)
         if self.config.target == "residual":
-            target = target - cond
+            if self.config.residual_base == "observation":
+                if "observation" not in batch:
+                    raise InputError("training batch: residual_base 'observation' needs the plain 'observation' "
+                                     "grids (the source without its drawn path)")
+                base = sampling.pack(sampling.encode(self.vae, self.condition_pixels(batch["observation"])))
+                target = target - base.to(self.dtype)
+            else:
+                target = target - cond
         return sampling.flow_matching_loss(self.transformer, target, cond, hw, text, pooled,
                                            self.config.guidance, sigmas, generator)
