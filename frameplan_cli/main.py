@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args._module.run(args) or 0)
+        code = int(args._module.run(args) or 0)
     except FrameplanError as exc:
         print(f"frameplan {args.verb}: error: {exc}", file=sys.stderr)
         return 1
@@ -73,6 +73,9 @@ def main(argv: list[str] | None = None) -> int:
         if argv is None:  # the process's own entry point (console script, python -m), not a caller in-process
             _exit_after_signal(code)
         return code
+    if code in (130, 143) and argv is None:  # a verb that reported its own interruption (rollout) exits the same way
+        _exit_after_signal(code)
+    return code
 
 
 def _exit_after_signal(code: int) -> None:
