@@ -362,3 +362,47 @@ def test_varied_expert_strategy_is_hidden_recorded_and_succeeds(tmp_path):
     x, y, z = hand.layout["strategy"]["handover_xyz"]
     assert -0.06 <= x <= 0.06 and 0.16 <= z - TABLE_Z <= 0.24 and np.allclose(hand.handover, [x, y, z], atol=1e-4)
     hand.close()
+
+
+def _run_expert(task) -> bool:
+    for cmd in task.expert_commands():
+        task.tick(cmd.targets, cmd.velocity)
+    return task.success()
+
+
+@pytest.mark.parametrize("name", ["blocks_stack_easy", "block_hammer_beat"])
+def test_instructed_strategy_names_the_arm_and_success_asks_for_it(tmp_path, name):
+    """``expert_strategy: instructed``: the varied arm choice, named in every paraphrase of the episode's
+    instruction, and the task only succeeds when that arm does the work: the expert following the instruction
+    succeeds, the same expert with the other arm (a policy that guessed wrong) does not."""
+    from frameplan_core.data.instructions import for_episode
+    from frameplan_core.sim import make_task
+
+    yaml_ = _camera_config(tmp_path)
+    cfg = _config(name, yaml_, expert_strategy="instructed")
+    task = make_task(name, seed=4, camera_type=TINY, cameras=(), config=cfg)
+    arm = task.named_arm
+    assert arm == task.layout["strategy"]["arm"] == task.side
+    ins = task.instructions()
+    other = task.other_arm(arm)
+    assert ins["seen"] and ins["unseen"]
+    assert all(arm in t for t in ins["seen"] + ins["unseen"])
+    assert not any(other in t for t in ins["seen"] + ins["unseen"])
+    assert _run_expert(task)
+    task.close()
+
+    wrong = make_task(name, seed=4, camera_type=TINY, cameras=(), config=cfg)
+    wrong.side = other  # the expert's motions, with the arm the instruction did not name
+    try:
+        done = _run_expert(wrong)
+    except SimError:  # the far arm's motion may not plan from every scene: then it also does not succeed
+        done = False
+    assert not done
+    wrong.close()
+
+    fixed = make_task(name, seed=4, camera_type=TINY, cameras=(), config=_config(name, yaml_))
+    assert fixed.named_arm is None and fixed.instructions() == for_episode(name, 4)
+    fixed.close()
+    with pytest.raises(SimError, match="instructed"):
+        make_task("block_handover", seed=3, camera_type=TINY, cameras=(),
+                  config=_config("block_handover", yaml_, expert_strategy="instructed"))

@@ -269,6 +269,30 @@ def choose_step(step: str, seed: int, key: str, split: str = "seen") -> tuple[st
     return step, "step"
 
 
+# How an instructed episode (task config ``expert_strategy: instructed``) names its arm: appended to each template.
+# "seen" phrasings are for training pairs, "unseen" ones test wording never trained on, as for the templates.
+ARM_PHRASES: dict[str, list[str]] = {
+    "seen": ["with the {side} arm", "using the {side} arm", "with the robot's {side} arm", "using only the {side} arm",
+             "and do it with the {side} arm", "with your {side} arm"],
+    "unseen": ["using the {side} gripper", "by means of the arm on the {side}", "with the {side}-hand manipulator"],
+}
+
+
+def naming_arm(instructions: dict[str, list[str]], side: str, seed: int) -> dict[str, list[str]]:
+    """The episode's instruction json with every paraphrase naming the arm to use (``side``: left or right), each
+    with an arm phrasing chosen by (seed, paraphrase) from the same split."""
+    if side not in ("left", "right"):
+        raise DataError(f"naming_arm: side must be 'left' or 'right', got {str(side)[:40]!r}")
+    out = {}
+    for split, lst in instructions.items():
+        phrases = ARM_PHRASES.get(split)
+        if not isinstance(lst, list) or phrases is None:
+            out[split] = lst
+            continue
+        out[split] = [f"{text}, {pick(phrases, seed, text).format(side=side)}" for text in lst]
+    return out
+
+
 def for_episode(task: str, seed: int) -> dict[str, list[str]]:
     """The instruction json to store with a newly collected episode: the task templates in a seed-shuffled order
     (as RoboTwin 2.0 stores a per-episode list)."""

@@ -75,6 +75,7 @@ class SimTask:
 
     name = "base"
     n_block_colors = 0
+    arm_instructable = False  # vary() chooses self.side, the arm that does the work (expert_strategy: instructed)
 
     def __init__(self, seed: int = 0, camera_type: str | None = None, cameras: Sequence[str] | None = None,
                  config: TaskConfig | None = None, augment: dict | None = None):
@@ -98,7 +99,10 @@ class SimTask:
         self.objects: dict = {}
         self.layout: dict = {}
         self.load_objects(rng)
-        if self.cfg.expert_strategy == "varied":  # its own stream: the fixed scenes stay exactly as they were
+        if self.cfg.expert_strategy == "instructed" and not self.arm_instructable:
+            raise SimError(f"{self.name}: expert_strategy 'instructed' needs an arm choice, which this task does not "
+                           "have (use fixed or varied)")
+        if self.cfg.expert_strategy in ("varied", "instructed"):  # its own stream: fixed scenes stay exactly as they were
             self.layout["strategy"] = self.vary(np.random.default_rng([self.seed, 2]))
         ccfg = self.cfg.camera_config
         names = set(self.camera_names)
@@ -143,6 +147,27 @@ class SimTask:
         raise NotImplementedError
 
     # ------------------------------------------------------------------------------------ public API
+    @property
+    def instructed(self) -> bool:
+        """Whether the instruction names the arm and success asks for it (``expert_strategy: instructed``)."""
+        return self.cfg.expert_strategy == "instructed"
+
+    def instructions(self) -> dict[str, list[str]]:
+        """The episode's instruction json (seen/unseen paraphrases): the task templates in a seed-shuffled order,
+        each naming the arm to use when the episode is instructed."""
+        from frameplan_core.data.instructions import for_episode, naming_arm
+
+        ins = for_episode(self.name, self.seed)
+        return naming_arm(ins, self.named_arm, self.seed) if self.instructed else ins
+
+    @property
+    def named_arm(self) -> str | None:
+        """The arm an instructed episode's instruction names (what its success check asks for); None otherwise."""
+        return self.layout["strategy"]["arm"] if self.instructed else None
+
+    def other_arm(self, side: str) -> str:
+        return "left" if side == "right" else "right"
+
     def success(self) -> bool:
         """Whether the task's goal holds in the current state, whoever drove the arms (expert, replay, policy)."""
         return bool(self.check_success())

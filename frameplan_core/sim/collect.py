@@ -62,7 +62,6 @@ def missing_episodes(out: str | Path, cfg: TaskConfig) -> tuple[list[int], int]:
 
 def collect_episode(cfg: TaskConfig, out: str | Path, index: int, on_frame=None, on_attempt=None) -> dict:
     """Collect episode ``index``; returns {index, seed, frames, attempts, plan_failures, check_failures, ...}."""
-    from frameplan_core.data import instructions
     from frameplan_core.data.robotwin import EpisodeWriter
     from frameplan_core.sim import make_task
     from frameplan_core.sim.robots import PlanningError
@@ -83,7 +82,7 @@ def collect_episode(cfg: TaskConfig, out: str | Path, index: int, on_frame=None,
                         on_frame()
                 if not task.success():
                     raise _Discard(f"seed {seed}: success check failed")
-                ep.instructions = instructions.for_episode(cfg.task_name, seed)
+                ep.instructions = task.instructions()
                 ep.scene_info = {**task.scene_info, "attempt": attempt, "frames": frames, "save_freq": cfg.save_freq}
         except PlanningError as exc:
             result["plan_failures"] += 1

@@ -139,7 +139,6 @@ class SimEnv:
         """Build ``task``'s scene for ``seed`` (objects placed, arms at rest; same seed, same scene) and return the
         first observation. ``task`` defaults to the current one; ``augment`` applies a recorded augmentation
         record (scene_info.json) instead of drawing one."""
-        from frameplan_core.data.instructions import for_episode
         from frameplan_core.sim import make_task
 
         name = task or (self.task.name if self.task is not None else None)
@@ -152,7 +151,7 @@ class SimEnv:
         self.close()
         self.task = make_task(name, seed=seed, camera_type=self.camera_type, cameras=self.cameras, config=config,
                               overrides=None if isinstance(config, TaskConfig) else self.overrides, augment=augment)
-        self.instruction = for_episode(name, seed)["seen"][0]
+        self.instruction = self.task.instructions()["seen"][0]
         self.steps = 0
         self._command = self.task.joint_command()
         self._success_tick = -1

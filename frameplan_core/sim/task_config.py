@@ -102,7 +102,9 @@ class TaskConfig:
     # fixed: one way to do each task (the arm on the object's side, one hand-over point): the current frame decides
     # the next commands. varied: per episode, a strategy the first frame does not show (which arm stacks / strikes,
     # where the hand-over happens), drawn from its own seed stream and recorded in scene_info's layout.strategy.
-    expert_strategy: Literal["fixed", "varied"] = "fixed"
+    # instructed: the varied arm choice (block_hammer_beat, blocks_stack_easy), named in the episode's instruction
+    # ("... with the left arm"), and the success check asks for that arm: only the instruction tells which is right.
+    expert_strategy: Literal["fixed", "varied", "instructed"] = "fixed"
     augmentation: Augmentation = field(default_factory=Augmentation)
 
     def __post_init__(self):

@@ -55,6 +55,8 @@ class BlockHammerBeat(SimTask):
         self.layout = {"arm": side, "hammer_xy_yaw": [hx, hy, hyaw], "block_xy": [bx, by], "block_color": color}
         self.hit = False
 
+    arm_instructable = True
+
     def vary(self, rng: np.random.Generator) -> dict:
         """Either arm strikes (the far arm's reach fails in ~40 % of scenes; collection retries them)."""
         self.side = random_side(rng)
@@ -101,8 +103,9 @@ class BlockHammerBeat(SimTask):
     def check_success(self) -> bool:
         hammer_z = self.objects["hammer"].pose.p[2]
         block_ok = self.on_table(self.objects["block"].pose.p[2], BLOCK_HALF, tol=0.01)
-        return bool(self.hit and block_ok and hammer_z > TABLE_HEIGHT + 0.05 and
-                    self.held_by_either(self.objects["hammer"]))
+        hammer = self.objects["hammer"]  # instructed: the named arm must hold it; otherwise either arm may
+        held = self.held_by(self.named_arm, hammer) if self.instructed else self.held_by_either(hammer)
+        return bool(self.hit and block_ok and hammer_z > TABLE_HEIGHT + 0.05 and held)
 
 
 TASK = BlockHammerBeat

@@ -28,6 +28,9 @@ class BlocksStackEasy(SimTask):
                 material=self.stage.friction_material)
         self.side = side
         self.layout = {"arm": side, "red_xy": [rx, ry], "black_xy": [kx, ky]}
+        self.wrong_arm = False  # instructed: the arm not named has held the lifted black block
+
+    arm_instructable = True
 
     def vary(self, rng: np.random.Generator) -> dict:
         """Either arm stacks (the far one reaches the black block in ~93 % of scenes; collection retries the rest)."""
@@ -67,7 +70,18 @@ class BlocksStackEasy(SimTask):
         yield from self.move_by(side, [0, 0, 0.10], "retreat")
         yield from self.wait(25)
 
+    def on_step(self) -> None:
+        """Instructed episodes: every 25 ticks (0.1 s), while the black block is off the table, note whether the arm
+        the instruction did not name holds it (the contact list is read only then)."""
+        if not self.instructed or self.wrong_arm or self.step_count % 25:
+            return
+        black = self.objects["black"]
+        if not self.on_table(black.pose.p[2], HALF, tol=0.005):
+            self.wrong_arm = self.held_by(self.other_arm(self.named_arm), black)
+
     def check_success(self) -> bool:
+        if self.wrong_arm:
+            return False
         b, r = np.asarray(self.objects["black"].pose.p), np.asarray(self.objects["red"].pose.p)
         aligned = np.linalg.norm(b[:2] - r[:2]) < 0.02
         stacked = abs((b[2] - r[2]) - 2 * HALF) < 0.008
