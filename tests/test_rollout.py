@@ -196,3 +196,49 @@ def test_sigterm_keeps_finished_episodes_marked_interrupted(sim, policies, tmp_p
     assert res["interrupted"] is True and 1 <= len(res["episodes"]) < 50
     assert "INTERRUPTED" in (out / "report.md").read_text()
     assert not [p.name for p in out.rglob("*") if p.name.startswith(".")]  # no half-written file left
+
+
+def test_instructed_rollout_records_the_named_arm_and_the_wording(sim, policies, tmp_path, capsys):
+    """``--sim-set expert_strategy=instructed``: every episode records the arm its instruction names, the expert
+    (which follows it) succeeds, and ``--wording unseen`` hands the foresight models the held-out paraphrase."""
+    from frameplan_cli.main import main
+    from frameplan_core.policy.rollout import episode_instruction, make_env
+
+    _, overrides = sim
+    goal, nogoal = policies
+    out = tmp_path / "run"
+    sets = [a for o in [*overrides, "expert_strategy=instructed"] for a in ("--sim-set", o)]
+    args = ["rollout", "--task", TASK, "--mode", "expert", "--mode", "none", "--mode", "predictor", "--episodes", "1",
+            "--max-steps", "2", "--period", "2", "--execute", "2", "--policy", str(goal), "--baseline", str(nogoal),
+            "--samples", "1", "--wording", "unseen", "--no-media", "--out", str(out), *sets]
+    assert main(args) == 0, capsys.readouterr().err
+    res = json.loads((out / "results.json").read_text())
+    assert res["settings"]["wording"] == "unseen"
+    eps = {e["mode"]: e for e in res["episodes"]}
+    assert eps["expert"]["success"] and eps["expert"]["arm"] in ("left", "right")
+    assert eps["none"]["arm"] == eps["predictor"]["arm"] == eps["expert"]["arm"]
+
+    env = make_env("head_camera", 15, [*overrides, "expert_strategy=instructed"])
+    env.reset(TASK, 2_000_000)
+    unseen = episode_instruction(env, "unseen")
+    assert unseen == env.task.instructions()["unseen"][0] and eps["expert"]["arm"] in unseen
+    assert env.instruction == env.task.instructions()["seen"][0] != unseen and eps["expert"]["arm"] in env.instruction
+    env.close()
+    # the wording decides the foresight's numbers: resuming with another one is refused
+    assert main([("seen" if a == "unseen" else a) for a in args] + ["--resume"]) == 1
+    assert "wording" in capsys.readouterr().err
+
+
+def test_summary_counts_how_often_the_named_arm_moved():
+    from frameplan_core.errors import ConfigError
+    from frameplan_core.policy.rollout import RolloutConfig, summarize
+
+    def ep(mode, arm, moved, ok):
+        return {"task": TASK, "mode": mode, "success": ok, "sim_time_s": 1.0, "wall_s": 1.0, "arm": arm, "moved": moved}
+
+    eps = [ep("none", "left", "left", True), ep("none", "left", "right", False), ep("none", "right", None, False),
+           ep("oracle", None, "left", True)]
+    per = summarize(eps, [TASK], ["oracle", "none"])["per_task"][TASK]
+    assert per["none"]["named_arm_moved"] == [1, 2] and "named_arm_moved" not in per["oracle"]
+    with pytest.raises(ConfigError, match="wording"):
+        RolloutConfig(wording="random").validate()

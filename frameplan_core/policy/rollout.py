@@ -48,6 +48,8 @@ SEED_BASE = 2_000_000
 RESULTS_KIND = "frameplan-rollout"
 # mean expert episode length (saved frames) when the policy does not record its training data's
 DEFAULT_TASK_FRAMES = {"block_hammer_beat": 130.0, "block_handover": 228.0, "blocks_stack_easy": 118.0}
+LEFT_JOINTS, RIGHT_JOINTS = slice(0, 7), slice(8, 15)  # in the 16-number joint state (grippers at 7 and 15)
+MOVED_RAD = 0.2  # an arm whose joints never went this far from the start did not work
 MEDIA_WIDTH = 160  # frames kept for the GIF / contact sheet are shrunk to this width
 
 
@@ -68,6 +70,8 @@ class RolloutConfig:
     oracle_sync: ``match`` (nearest expert frame ahead) or ``time`` (the step count) for the oracle's timeline.
     guidance: action guidance of the goal modes (PolicyConfig.guidance; None: the policy's own).
     media: write a contact sheet and a GIF of the first episode of each task and mode.
+    wording: the instruction the foresight models get: the episode's first ``seen`` paraphrase (training wording)
+        or its first ``unseen`` one (wording no model was trained on).
     """
 
     tasks: list[str] = field(default_factory=lambda: list(TASK_NAMES))
@@ -88,6 +92,7 @@ class RolloutConfig:
     planner_samples: int | None = None
     guidance: float | None = None
     media: bool = True
+    wording: str = "seen"
 
     def validate(self) -> RolloutConfig:
         unknown = [t for t in self.tasks if t not in TASK_NAMES]
@@ -115,6 +120,8 @@ class RolloutConfig:
             raise ConfigError(f"rollout gripper={self.gripper!r}: expected binary or continuous")
         if self.oracle_sync not in ("match", "time"):
             raise ConfigError(f"rollout oracle_sync={self.oracle_sync!r}: expected match or time")
+        if self.wording not in ("seen", "unseen"):
+            raise ConfigError(f"rollout wording={str(self.wording)[:40]!r}: expected seen or unseen")
         if self.guidance is not None:
             check_guidance_range(self.guidance, "rollout")
         self.modes = [m for m in MODES if m in self.modes]  # canonical order: expert first (the oracle uses it)
@@ -147,6 +154,8 @@ class EpisodeResult:
     goal_s: float = 0.0  # wall time spent making goals (prediction, plans)
     policy_s: float = 0.0
     error: str | None = None  # e.g. the expert's planner failed
+    arm: str | None = None  # the arm the instruction names (expert_strategy: instructed), else None
+    moved: str | None = None  # the arm whose joints went furthest from where they started (policy modes)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -265,7 +274,7 @@ def run_expert(env, task: str, episode: int, seed: int, keep_frames: bool = True
     ticks = success_tick if success_tick is not None else env.tick
     return EpisodeResult(task, "expert", episode, seed, bool(success), steps=ticks // save, ticks=ticks,
                          sim_time_s=round(ticks * TIMESTEP, 3), wall_s=round(time.perf_counter() - t0, 2),
-                         error=error), frames
+                         error=error, arm=env.task.named_arm if env.task is not None else None), frames
 
 
 def run_policy(env, mode: str, models: Models, task: str, episode: int, seed: int, cfg: RolloutConfig,
@@ -285,7 +294,7 @@ def run_policy(env, mode: str, models: Models, task: str, episode: int, seed: in
     env.reset(task, seed)
     obs = env.observe(render=True)
     image = obs.rgb()
-    instruction = env.instruction
+    instruction = env.instruction if cfg.wording == "seen" else episode_instruction(env, cfg.wording)
     oracle = None
     if mode == "oracle":
         if not expert_frames:
@@ -297,6 +306,8 @@ def run_policy(env, mode: str, models: Models, task: str, episode: int, seed: in
     steps = since_goal = since_plan = taken = 0
     goal_calls, goal_s, policy_s = 0, 0.0, 0.0
     success = env.success()
+    start = np.asarray(obs.joint_state, dtype=np.float64)
+    reach = np.zeros(2)  # per arm, the largest joint-space distance from the start
     while steps < max_steps and not success:
         tg = time.perf_counter()
         if mode == "oracle" and (goal is None or since_goal >= cfg.period):
@@ -332,6 +343,8 @@ def run_policy(env, mode: str, models: Models, task: str, episode: int, seed: in
                 cmd[list(GRIPPERS)] = (cmd[list(GRIPPERS)] >= 0.5).astype(np.float64)
             last = k == execute - 1 or steps + 1 >= max_steps
             obs = env.step(cmd, ticks=pc.step_ticks, interpolate=True, render=last)
+            delta = np.abs(np.asarray(obs.joint_state, dtype=np.float64) - start)
+            reach = np.maximum(reach, [delta[LEFT_JOINTS].max(), delta[RIGHT_JOINTS].max()])
             steps += 1
             taken += 1
             success = env.success()
@@ -342,8 +355,10 @@ def run_policy(env, mode: str, models: Models, task: str, episode: int, seed: in
         image = obs.rgb() if obs.rendered else env.observe(render=True).rgb()
     if media is not None:
         media.add(image, goal, env.tick * TIMESTEP)
+    moved = None if reach.max() < MOVED_RAD else ("left", "right")[int(np.argmax(reach))]
     return EpisodeResult(task, mode, episode, seed, bool(success), steps, env.tick, round(env.tick * TIMESTEP, 3),
-                         round(time.perf_counter() - t0, 2), goal_calls, round(goal_s, 2), round(policy_s, 2))
+                         round(time.perf_counter() - t0, 2), goal_calls, round(goal_s, 2), round(policy_s, 2),
+                         arm=env.task.named_arm, moved=moved)
 
 
 def run_seed(env, models: Models, task: str, episode: int, cfg: RolloutConfig, want_media: bool = False,
@@ -390,6 +405,9 @@ def summarize(episodes: Sequence[dict], tasks: Sequence[str], modes: Sequence[st
                 "mean_success_time_s": round(float(np.mean(ok)), 2) if ok else None,
                 "mean_wall_s": round(float(np.mean([e["wall_s"] for e in eps])), 2),
                 "errors": sum(1 for e in eps if e.get("error"))}
+            named = [e for e in eps if e.get("arm") and e.get("moved")]
+            if named:  # instructed episodes: how often the policy worked with the arm the instruction named
+                out[task][mode]["named_arm_moved"] = [sum(1 for e in named if e["moved"] == e["arm"]), len(named)]
     mean = {}
     for mode in modes:
         rates = [out[t][mode]["rate"] for t in tasks if t in out and mode in out[t]]
@@ -474,6 +492,11 @@ def report_markdown(res: dict) -> str:
             lines.append(f"| {task} | {mode} | {100 * v['rate']:.0f} % ({v['successes']}/{v['n']}) | "
                          f"{100 * v['ci95'][0]:.0f}-{100 * v['ci95'][1]:.0f} % | {v['n']} | {v['mean_time_s']:.1f} | "
                          f"{tts} | {v['mean_wall_s']:.1f} |")
+    followed = [f"{task} {mode} {v['named_arm_moved'][0]}/{v['named_arm_moved'][1]}" for task, modes in per.items()
+                for mode, v in modes.items() if v.get("named_arm_moved")]
+    if followed:
+        lines += ["", "Instructed episodes, the arm the instruction names was the one that moved (policy modes): "
+                  + ", ".join(followed)]
     mean = res["summary"]["mean_over_tasks"]
     if mean:
         lines += ["", "Mean success over tasks: " + ", ".join(f"{m} {100 * v['rate']:.1f} % ({v['tasks']} tasks)"
@@ -484,6 +507,12 @@ def report_markdown(res: dict) -> str:
                       f"{errors[0]['seed']}: {errors[0]['error'][:200]}"]
     lines += ["", f"Models: {res['models']}", ""]
     return "\n".join(lines)
+
+
+def episode_instruction(env, wording: str) -> str:
+    """The first ``wording`` paraphrase of the episode's instruction json (the seen one when it has none)."""
+    ins = env.task.instructions()
+    return (ins.get(wording) or ins["seen"])[0]
 
 
 def load_previous(out: Path, cfg: RolloutConfig) -> dict | None:
@@ -501,7 +530,8 @@ def load_previous(out: Path, cfg: RolloutConfig) -> dict | None:
     if not isinstance(prev, dict) or prev.get("kind") != RESULTS_KIND:
         raise ConfigError(f"--resume: {path} is not a rollout results file")
     now, before = asdict(cfg), prev.get("settings", {})
-    differ = [k for k in now if k not in ("tasks", "modes", "episodes", "media") and before.get(k) != now[k]]
+    defaults = asdict(RolloutConfig())  # a setting added since that run was made had its default then
+    differ = [k for k in now if k not in ("tasks", "modes", "episodes", "media") and before.get(k, defaults[k]) != now[k]]
     if differ:
         changes = ", ".join(f"{k}: {before.get(k)!r} -> {now[k]!r}" for k in differ)
         raise ConfigError(f"--resume: {path} was made with other settings ({changes}); use another --out or the same "
