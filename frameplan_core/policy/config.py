@@ -24,6 +24,7 @@ PRESETS = ("tiny", "tiny-nogoal")
 JOINT_DIM = 16  # per arm 7 joint targets (rad) + gripper command in [0, 1]; left arm first (joint_command_full)
 GRIPPERS = (7, 15)  # gripper entries of a 16-d vector
 JOINTS = tuple(i for i in range(JOINT_DIM) if i not in GRIPPERS)
+LEFT_ARM, RIGHT_ARM = list(JOINTS[:7]), list(JOINTS[7:])  # each arm's 7 joint entries
 NO_GOAL = 128  # the "no goal" token: a uniform mid-grey goal frame (a policy trained with goal_dropout knows it)
 
 

@@ -22,7 +22,7 @@ from collections.abc import Callable
 import numpy as np
 
 from frameplan_core.errors import ConfigError
-from frameplan_core.policy.config import JOINTS
+from frameplan_core.policy.config import JOINTS, LEFT_ARM, RIGHT_ARM
 from frameplan_core.policy.data import PolicySamples, commands_from_actions
 
 GOALS = ("true", "current", "other_episode", "far")
@@ -90,8 +90,6 @@ def goal_probe(policy, samples: PolicySamples, baseline=None, stride: int = 3, s
     per_task[ALL] = summary([r for rows in by_task.values() for r in rows])
     return {"goals": names, "baseline": baseline is not None, "per_task": per_task}
 
-
-LEFT_ARM, RIGHT_ARM = list(JOINTS[:7]), list(JOINTS[7:])
 
 
 def moving_arm(commands: np.ndarray, state: np.ndarray) -> str:

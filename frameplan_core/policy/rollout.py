@@ -35,7 +35,7 @@ import numpy as np
 
 from frameplan_core import atomic
 from frameplan_core.errors import ConfigError, FrameplanError, ModelError
-from frameplan_core.policy.config import GRIPPERS, check_guidance_range
+from frameplan_core.policy.config import GRIPPERS, LEFT_ARM, RIGHT_ARM, check_guidance_range
 from frameplan_core.policy.ensemble import ChunkEnsemble
 from frameplan_core.policy.follow import DEFAULT_THRESHOLD, OracleGoals, PlanFollower
 from frameplan_core.sim.task_config import TASK_NAMES
@@ -48,7 +48,6 @@ SEED_BASE = 2_000_000
 RESULTS_KIND = "frameplan-rollout"
 # mean expert episode length (saved frames) when the policy does not record its training data's
 DEFAULT_TASK_FRAMES = {"block_hammer_beat": 130.0, "block_handover": 228.0, "blocks_stack_easy": 118.0}
-LEFT_JOINTS, RIGHT_JOINTS = slice(0, 7), slice(8, 15)  # in the 16-number joint state (grippers at 7 and 15)
 MOVED_RAD = 0.2  # an arm whose joints never went this far from the start did not work
 MEDIA_WIDTH = 160  # frames kept for the GIF / contact sheet are shrunk to this width
 
@@ -294,7 +293,7 @@ def run_policy(env, mode: str, models: Models, task: str, episode: int, seed: in
     env.reset(task, seed)
     obs = env.observe(render=True)
     image = obs.rgb()
-    instruction = env.instruction if cfg.wording == "seen" else episode_instruction(env, cfg.wording)
+    instruction = episode_instruction(env, cfg.wording)
     oracle = None
     if mode == "oracle":
         if not expert_frames:
@@ -344,7 +343,7 @@ def run_policy(env, mode: str, models: Models, task: str, episode: int, seed: in
             last = k == execute - 1 or steps + 1 >= max_steps
             obs = env.step(cmd, ticks=pc.step_ticks, interpolate=True, render=last)
             delta = np.abs(np.asarray(obs.joint_state, dtype=np.float64) - start)
-            reach = np.maximum(reach, [delta[LEFT_JOINTS].max(), delta[RIGHT_JOINTS].max()])
+            reach = np.maximum(reach, [delta[LEFT_ARM].max(), delta[RIGHT_ARM].max()])
             steps += 1
             taken += 1
             success = env.success()
