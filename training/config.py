@@ -136,6 +136,8 @@ class PredictorTrainConfig(TrainConfig):
         ``motion_threshold`` of 255) in each latent cell, dilated by one latent cell; the weighted mean is
         normalised by the mean weight so lambda moves emphasis, not the learning rate. 0 = plain IP2P loss, the
         default: it won the lambda 0/2/5 ablation on our simulated tasks (weights/MODEL_CARD.md).
+    text_pooling: give the UNet the pooled-instruction pathway into its timestep embedding
+        (frameplan_core.predictor.model.add_text_pooling) if the model lacks it; a model that has it keeps it.
     """
 
     drop_text_prob: float = 0.05
@@ -145,6 +147,7 @@ class PredictorTrainConfig(TrainConfig):
     crop: Literal["center", "resize", "pad"] | None = None
     motion_loss_weight: float = 0.0
     motion_threshold: int = 25
+    text_pooling: bool = False
     sample_text_scale: float = 7.5
     sample_image_scale: float = 1.5
 

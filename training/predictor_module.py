@@ -45,6 +45,11 @@ def load_predictor(cfg: PredictorTrainConfig, device: str = "cpu"):
         log.info("diffusion target %s -> %s (config target)", p.config.target, cfg.target)
         p.config.target = cfg.target
         p.config.validate()
+    if cfg.text_pooling and p.unet.config.addition_embed_type != "text":
+        from frameplan_core.predictor.model import add_text_pooling
+
+        log.info("adding the pooled-text pathway to the UNet (config text_pooling)")
+        add_text_pooling(p.unet)
     if cfg.vae_from:
         replace_vae(p, cfg.vae_from)
     return p

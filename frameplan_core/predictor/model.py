@@ -74,6 +74,31 @@ def widen_input(unet, in_channels: int):
     return unet
 
 
+def add_text_pooling(unet, num_heads: int = 8):
+    """Give ``unet`` a second, global text pathway: the instruction's token states attention-pooled into one
+    vector and added to the timestep embedding (diffusers' ``addition_embed_type="text"``, as in DeepFloyd IF), so
+    a single deciding word ("left" / "right" arm) can steer every resnet, not only the cross-attention of the two
+    low-resolution levels. The last LayerNorm's scale starts at zero: the widened model first computes exactly
+    what it did before, and fine-tuning grows the pathway (as ``widen_input`` does for new input channels)."""
+    from diffusers.models.embeddings import TextTimeEmbedding
+
+    kind = unet.config.addition_embed_type
+    if kind == "text":
+        return unet
+    if kind is not None:
+        raise ModelError(f"cannot add text pooling to a UNet with addition_embed_type {kind!r}")
+    width = int(unet.config.cross_attention_dim)
+    if width % num_heads:
+        raise ModelError(f"text pooling: {num_heads} heads do not divide the text width {width}")
+    ref = unet.time_embedding.linear_2
+    emb = TextTimeEmbedding(width, ref.out_features, num_heads=num_heads).to(ref.weight.device, ref.weight.dtype)
+    with torch.no_grad():
+        emb.norm2.weight.zero_()
+    unet.add_embedding = emb
+    unet.register_to_config(addition_embed_type="text", addition_embed_type_num_heads=num_heads)
+    return unet
+
+
 def make_train_scheduler(cfg: PredictorConfig):
     from diffusers import DDPMScheduler
 
