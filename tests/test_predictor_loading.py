@@ -10,7 +10,7 @@ from safetensors.torch import save_file
 
 from frameplan_core.errors import ModelError
 from frameplan_core.predictor import FramePredictor, PredictorConfig
-from frameplan_core.predictor.model import widen_input
+from frameplan_core.predictor.model import add_text_pooling, widen_input
 
 FRAME = np.random.default_rng(1).integers(0, 256, (120, 160, 3), dtype=np.uint8)
 
@@ -43,6 +43,28 @@ def test_widen_input_keeps_old_weights_and_zeros_new():
     assert torch.count_nonzero(unet.conv_in.weight[:, 4:]) == 0
     with pytest.raises(ModelError, match="narrow"):
         widen_input(unet, 4)
+
+
+def test_text_pooling_starts_as_the_old_model_and_round_trips(cfg, tmp_path):
+    p = FramePredictor.from_config(cfg, seed=3, device="cpu")
+    before = p.predict(FRAME, "lift the cup with the left arm", steps=2)
+    add_text_pooling(p.unet)
+    assert p.unet.config.addition_embed_type == "text"
+    assert np.array_equal(p.predict(FRAME, "lift the cup with the left arm", steps=2), before)  # zero scale: no change
+    assert add_text_pooling(p.unet) is p.unet  # a model that has it keeps it
+    with torch.no_grad():
+        p.unet.add_embedding.norm2.weight.fill_(1.0)
+    grown = p.predict(FRAME, "lift the cup with the left arm", steps=2)
+    assert not np.array_equal(grown, before)
+    p.save_pretrained(tmp_path / "m")
+    q = FramePredictor.from_pretrained(tmp_path / "m", device="cpu")
+    assert q.unet.config.addition_embed_type == "text" and same_weights(p.unet, q.unet)
+    assert np.array_equal(q.predict(FRAME, "lift the cup with the left arm", steps=2), grown)
+    from diffusers import UNet2DConditionModel
+
+    unet = UNet2DConditionModel(**cfg.unet)
+    with pytest.raises(ModelError, match="heads do not divide"):
+        add_text_pooling(unet, num_heads=7)
 
 
 def test_single_file_equals_folder_load(pred, cfg, tmp_path):

@@ -400,6 +400,17 @@ def test_instructed_strategy_names_the_arm_and_success_asks_for_it(tmp_path, nam
     assert not done
     wrong.close()
 
+    # arm_choice swapped: the same scene, the other arm named (the drawn episode's counterfactual)
+    swapped = make_task(name, seed=4, camera_type=TINY, cameras=(),
+                        config=_config(name, yaml_, expert_strategy="instructed", arm_choice="swapped"))
+    assert swapped.named_arm == swapped.side == other
+    assert all(other in t for t in swapped.instructions()["seen"])
+    for key, actor in task.objects.items():
+        assert np.allclose(actor.pose.p, swapped.objects[key].pose.p)
+    swapped.close()
+    with pytest.raises(SimError, match="arm_choice"):
+        make_task(name, seed=4, camera_type=TINY, cameras=(), config=_config(name, yaml_, arm_choice="swapped"))
+
     fixed = make_task(name, seed=4, camera_type=TINY, cameras=(), config=_config(name, yaml_))
     assert fixed.named_arm is None and fixed.instructions() == for_episode(name, 4)
     fixed.close()

@@ -278,6 +278,22 @@ def test_predictor_training_lowers_loss_and_exports(ip2p, tmp_path, caplog):
     assert (tmp_path / "run" / "logs" / "metrics.csv").is_file()
 
 
+def test_text_pooling_option_adds_a_trainable_pathway(ip2p):
+    from frameplan_training.datasets import PairDataset
+
+    module = run.build_module("predictor", load_train_config("predictor", None, TINY + ["text_pooling=true"]))
+    names = [n for n, _ in module.trainable_named_parameters()]
+    assert module.unet.config.addition_embed_type == "text" and "unet.add_embedding.norm2.weight" in names
+    ds = PairDataset(ip2p, "train", 40, 32)
+    batch = torch.utils.data.default_collate([ds[i] for i in range(4)])
+    loss, _ = module.compute_loss(batch, torch.Generator().manual_seed(0), train=True)
+    loss.backward()
+    grad = module.unet.add_embedding.norm2.weight.grad
+    assert grad is not None and grad.abs().sum() > 0  # starts at zero, but learns
+    plain = run.build_module("predictor", load_train_config("predictor", None, TINY))
+    assert plain.unet.config.addition_embed_type is None
+
+
 def test_predictor_module_uses_the_models_text_cache():
     """One text cache: the trainer's embeddings come from the FramePredictor's (normalised, each text alone)."""
     module = run.build_module("predictor", load_train_config("predictor", None, TINY))

@@ -102,8 +102,14 @@ class SimTask:
         if self.cfg.expert_strategy == "instructed" and not self.arm_instructable:
             raise SimError(f"{self.name}: expert_strategy 'instructed' needs an arm choice, which this task does not "
                            "have (use fixed or varied)")
+        if self.cfg.arm_choice == "swapped" and (self.cfg.expert_strategy == "fixed" or not self.arm_instructable):
+            raise SimError(f"{self.name}: arm_choice 'swapped' needs expert_strategy varied or instructed and a task "
+                           "with an arm choice")
         if self.cfg.expert_strategy in ("varied", "instructed"):  # its own stream: fixed scenes stay exactly as they were
             self.layout["strategy"] = self.vary(np.random.default_rng([self.seed, 2]))
+            if self.cfg.arm_choice == "swapped":
+                self.side = self.other_arm(self.side)
+                self.layout["strategy"] = dict(self.layout["strategy"], arm=self.side, arm_choice="swapped")
         ccfg = self.cfg.camera_config
         names = set(self.camera_names)
 

@@ -105,6 +105,9 @@ class TaskConfig:
     # instructed: the varied arm choice (block_hammer_beat, blocks_stack_easy), named in the episode's instruction
     # ("... with the left arm"), and the success check asks for that arm: only the instruction tells which is right.
     expert_strategy: Literal["fixed", "varied", "instructed"] = "fixed"
+    # varied / instructed tasks with an arm choice: drawn = the arm the seed's strategy stream draws; swapped = the
+    # other one, in the very same scene (the counterfactual of the drawn episode: same seed, the other arm named)
+    arm_choice: Literal["drawn", "swapped"] = "drawn"
     augmentation: Augmentation = field(default_factory=Augmentation)
 
     def __post_init__(self):
