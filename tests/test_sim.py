@@ -271,6 +271,34 @@ def test_unreachable_motion_is_a_planning_error(tmp_path):
     task.close()
 
 
+def test_handover_expert_falls_back_to_a_reachable_hand_over_point(tmp_path):
+    """Seed 3,000,005 (a rollout val scene): the left arm cannot bring the block to the preferred hand-over point.
+    Without the fallback the expert gives up on a scene a policy solves; with it (the default) it tries nearby points
+    and succeeds. move_reachable takes the first reachable candidate and raises the first error when none is."""
+    from frameplan_core.sim import make_task
+    from frameplan_core.sim.robots import PlanningError, top_down_quat
+
+    yaml_ = _camera_config(tmp_path)
+    strict = make_task("block_handover", seed=3000005, camera_type=TINY, cameras=(),
+                       config=_config("block_handover", yaml_, plan_fallback="false"))
+    with pytest.raises(PlanningError, match="to the middle"):
+        _run_expert(strict)
+    strict.close()
+    task = make_task("block_handover", seed=3000005, camera_type=TINY, cameras=(),
+                     config=_config("block_handover", yaml_))
+    assert task.cfg.plan_fallback and _run_expert(task)
+    task.close()
+
+    arm = make_task("block_handover", seed=0, camera_type=TINY, cameras=(),
+                    config=_config("block_handover", yaml_))
+    p, q = arm.commanded_tcp("left")
+    list(arm.move_reachable("left", [[1.5, -1.0, 0.9], p + [0.0, 0.0, 0.05]], q, "up"))
+    assert np.allclose(arm.commanded_tcp("left")[0], p + [0.0, 0.0, 0.05], atol=2e-3)
+    with pytest.raises(PlanningError, match="far away"):
+        list(arm.move_reachable("left", [[1.5, -1.0, 0.9], [1.6, -1.0, 0.9]], top_down_quat(0.0), "far away"))
+    arm.close()
+
+
 def test_missing_vulkan_driver_is_a_clear_error(tmp_path):
     env = dict(os.environ, VK_ICD_FILENAMES=str(tmp_path / "no_such_icd.json"))
     env.pop("VK_DRIVER_FILES", None)

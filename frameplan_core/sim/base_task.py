@@ -323,6 +323,29 @@ class SimTask:
         t = time.perf_counter()
         traj = self.arms[side].plan(p, q, what, start=self._planner_start(side))
         self.timings["plan_s"] += time.perf_counter() - t
+        yield from self._follow(side, traj, settle)
+
+    def move_reachable(self, side: str, points: Sequence[Sequence[float]], q: Sequence[float], what: str = "motion",
+                       settle: int = 15) -> Iterator[None]:
+        """``move`` to the first of ``points`` (world, in order of preference) that the arm can reach with orientation
+        ``q``. Where a task has a free choice (the hand-over point) an expert that gives up on the first unreachable
+        pose fails scenes a robot can solve. Raises the first point's PlanningError when none is reachable."""
+        first = None
+        for p in points:
+            t = time.perf_counter()
+            try:
+                traj = self.arms[side].plan(p, q, what, start=self._planner_start(side))
+            except PlanningError as exc:
+                first = first or exc
+                continue
+            finally:
+                self.timings["plan_s"] += time.perf_counter() - t
+            yield from self._follow(side, traj, settle)
+            return
+        raise first if first is not None else PlanningError(f"{side} arm: no candidate pose for {what}")
+
+    def _follow(self, side: str, traj, settle: int) -> Iterator[None]:
+        """Stream a planned trajectory into the expert's command buffer, one tick per waypoint, then hold it."""
         arm, vel = self._cmd[_ARM[side]], self._vel[_VEL[side]]  # views into the expert's command buffer
         for qpos, qvel in zip(traj.position, traj.velocity):
             arm[:] = qpos

@@ -108,6 +108,9 @@ class TaskConfig:
     # varied / instructed tasks with an arm choice: drawn = the arm the seed's strategy stream draws; swapped = the
     # other one, in the very same scene (the counterfactual of the drawn episode: same seed, the other arm named)
     arm_choice: Literal["drawn", "swapped"] = "drawn"
+    # the expert tries nearby poses where a task leaves the choice free (block_handover: the hand-over point) when the
+    # preferred one cannot be planned; false = give up at once (every collection made before 2026-12-06)
+    plan_fallback: bool = True
     augmentation: Augmentation = field(default_factory=Augmentation)
 
     def __post_init__(self):

@@ -16,6 +16,10 @@ from frameplan_core.sim.scene import (
 BLOCK_HALF = (0.08, 0.02, 0.02)  # long along its x axis so two hands fit side by side
 GRASP_FROM_CENTRE = 0.05
 HANDOVER_HEIGHT = 0.20  # block centre above the table top during the handover
+# Offsets (m) from the preferred hand-over point tried in order when the left arm cannot reach it with the block
+# (task config plan_fallback): a few centimetres to either side, higher, lower, nearer.
+HANDOVER_FALLBACKS = [(0.0, 0.0, 0.0), (0.03, 0.0, 0.0), (-0.03, 0.0, 0.0), (0.0, 0.0, 0.03), (0.0, 0.0, -0.03),
+                      (0.06, 0.0, 0.0), (-0.06, 0.0, 0.0), (0.0, -0.03, 0.0), (0.0, 0.03, 0.0), (0.03, 0.0, 0.03)]
 BLOCK_COLOR = [0.2, 0.45, 0.85]
 TARGET_COLOR = [0.25, 0.7, 0.3]
 
@@ -64,7 +68,8 @@ class BlockHandover(SimTask):
                              "grasp the block with the left gripper", "lift the block")
         tcp_p, tcp_q = self.commanded_tcp("left")
         self.say("bring the block to the middle")
-        yield from self.move("left", tcp_p + (self.handover - block.pose.p), tcp_q, "to the middle")
+        points = [self.handover + d for d in (HANDOVER_FALLBACKS if self.cfg.plan_fallback else [(0.0, 0.0, 0.0)])]
+        yield from self.move_reachable("left", [tcp_p + (h - block.pose.p) for h in points], tcp_q, "to the middle")
         p, yaw = self._end(1.0)
         qr = self.arms["right"].grasp_quat(yaw + np.pi / 2)
         yield from self.pick("right", p, qr, "the block's other end", "reach for the block with the right arm",
