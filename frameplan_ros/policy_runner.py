@@ -28,7 +28,8 @@ import numpy as np
 from frameplan_core.errors import InputError, one_line
 from frameplan_core.models import PolicyModels
 
-POLICY_PRESETS = ("tiny", "tiny-nogoal")  # frameplan_core.policy.config.PRESETS (a test keeps them equal)
+# frameplan_core.policy.config.EMBEDDED (a test keeps them equal)
+POLICY_PRESETS = ("tiny", "tiny-nogoal", "handover", "handover-nogoal")
 
 
 def policy_refusal(value: str, roots: list[Path], trusted: str) -> str | None:

@@ -564,7 +564,23 @@ def test_rollout_cli_bad_input_is_one_line(tmp_path, capsys):
     assert "trained with goal_dropout > 0" in capsys.readouterr().err
     assert main(["rollout", "--mode", "none", "--baseline", "tiny", "--out", str(tmp_path / "r")]) == 1
     assert "this one needs goals" in capsys.readouterr().err
+    # the embedded block_handover specialists act on that task only: any other is refused before anything is written
+    assert main(["rollout", "--task", "all", "--mode", "oracle", "--mode", "none", "--policy", "handover",
+                 "--baseline", "handover-nogoal", "--out", str(tmp_path / "r")]) == 1
+    err = capsys.readouterr().err
+    assert "trained on block_handover only, not on block_hammer_beat, blocks_stack_easy" in err and err.count("\n") == 1
     assert not (tmp_path / "r" / "results.json").exists()
+
+
+def test_embedded_handover_specialists_load():
+    from frameplan_core.policy import GoalPolicy
+    from frameplan_core.policy.config import EMBEDDED
+
+    goal, nogoal = GoalPolicy.from_pretrained("handover"), GoalPolicy.from_pretrained("handover-nogoal")
+    assert goal.config.goal and not nogoal.config.goal and "handover" in EMBEDDED
+    assert list(goal.config.task_frames) == list(nogoal.config.task_frames) == ["block_handover"]
+    assert set(GoalPolicy.from_pretrained("tiny").config.task_frames) == {"block_hammer_beat", "block_handover",
+                                                                          "blocks_stack_easy"}
 
 
 def test_fast_color_jitter_matches_the_shared_one():

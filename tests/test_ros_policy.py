@@ -50,10 +50,10 @@ def models(tmp_path_factory):
 
 
 def test_policy_presets_match_the_core():
-    from frameplan_core.policy.config import PRESETS
+    from frameplan_core.policy.config import EMBEDDED
     from frameplan_ros.policy_runner import POLICY_PRESETS
 
-    assert POLICY_PRESETS == PRESETS
+    assert POLICY_PRESETS == EMBEDDED
 
 
 # ---------------------------------------------------------------- the runner is the rollout's loop

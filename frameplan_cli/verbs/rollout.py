@@ -115,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
     spec = {"policy": args.policy, "baseline": args.baseline, "predictor": args.predictor, "planner": args.planner,
             "device": args.device}
     models = R.load_models(cfg.modes, **spec)
+    R.check_tasks(models, cfg.tasks)  # a specialist policy on a task it never saw: refused before anything is written
     if cfg.guidance is not None and models.policy is not None:
         models.policy.config.check_guidance(cfg.guidance)  # refused here, once, rather than in every episode
     command = "frameplan rollout " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if len(sys.argv) > 1 and \

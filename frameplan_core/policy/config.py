@@ -20,7 +20,10 @@ from typing import Any, Literal
 from frameplan_core import config as cfgmod
 from frameplan_core.errors import ConfigError
 
-PRESETS = ("tiny", "tiny-nogoal")
+PRESETS = ("tiny", "tiny-nogoal")  # network presets (random start) and the embedded multi-task pair
+# embedded policy folders (frameplan_core/weights/policy-<name>): the presets' trained pair, and the block_handover
+# specialists (trained on that task alone; model card "Policy: block_handover specialists")
+EMBEDDED = PRESETS + ("handover", "handover-nogoal")
 JOINT_DIM = 16  # per arm 7 joint targets (rad) + gripper command in [0, 1]; left arm first (joint_command_full)
 GRIPPERS = (7, 15)  # gripper entries of a 16-d vector
 JOINTS = tuple(i for i in range(JOINT_DIM) if i not in GRIPPERS)
@@ -143,4 +146,4 @@ class PolicyConfig:
         return cfgmod.from_dict(cls, data, where)
 
 
-__all__ = ["GRIPPERS", "JOINTS", "JOINT_DIM", "NO_GOAL", "PRESETS", "PolicyConfig"]
+__all__ = ["EMBEDDED", "GRIPPERS", "JOINTS", "JOINT_DIM", "NO_GOAL", "PRESETS", "PolicyConfig"]

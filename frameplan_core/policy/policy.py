@@ -17,7 +17,7 @@ from frameplan_core.errors import ConfigError, InputError, ModelError
 from frameplan_core.image import ensure_rgb_uint8, fit
 from frameplan_core.jsonfile import read_json
 from frameplan_core.pixels import to_tensor
-from frameplan_core.policy.config import GRIPPERS, JOINT_DIM, JOINTS, NO_GOAL, PRESETS, PolicyConfig
+from frameplan_core.policy.config import EMBEDDED, GRIPPERS, JOINT_DIM, JOINTS, NO_GOAL, PolicyConfig
 from frameplan_core.policy.data import commands_from_actions
 from frameplan_core.policy.model import PolicyNet
 
@@ -55,13 +55,13 @@ class GoalPolicy:
 
     @classmethod
     def from_pretrained(cls, path_or_preset: str | Path = "tiny", device: str = "auto") -> GoalPolicy:
-        """Load a policy folder, or the embedded ``tiny`` / ``tiny-nogoal``. ModelError naming the folder when it
-        is missing, not a policy, or its weights do not fit its config."""
+        """Load a policy folder, or an embedded one (``tiny`` / ``tiny-nogoal``, ``handover`` / ``handover-nogoal``).
+        ModelError naming the folder when it is missing, not a policy, or its weights do not fit its config."""
         from safetensors.torch import load_file
 
         name = str(path_or_preset)
-        folder = preset_folder(name) if name in PRESETS and not Path(name).exists() else Path(name)
-        if name in PRESETS and not (folder / CONFIG_FILE).is_file():
+        folder = preset_folder(name) if name in EMBEDDED and not Path(name).exists() else Path(name)
+        if name in EMBEDDED and not (folder / CONFIG_FILE).is_file():
             raise ModelError(f"the embedded policy {name!r} ({folder}) is not there: train one with "
                              "`frameplan train policy` and pass --policy PATH")
         cfg_path = folder / CONFIG_FILE

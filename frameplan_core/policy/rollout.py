@@ -231,6 +231,17 @@ def load_models(modes: Sequence[str], policy: str = "tiny", baseline: str = "tin
 
 # ----------------------------------------------------------------------------------------------- episodes
 
+def check_tasks(models: Models, tasks: Sequence[str]) -> None:
+    """ConfigError when a policy is asked to act on a task it was never trained on (a specialist such as the
+    embedded ``handover`` pair): its commands there would be a silent wrong result, not a measurement."""
+    for flag, policy in (("--policy", models.policy), ("--baseline", models.baseline)):
+        trained = sorted((policy.config.task_frames or {}) if policy is not None else {})
+        missing = [t for t in tasks if trained and t not in trained]
+        if missing:
+            raise ConfigError(f"{flag} {models.sources.get(flag[2:], '?')}: trained on {', '.join(trained)} only, not on "
+                              f"{', '.join(missing)}; pass --task {' --task '.join(trained)} or a policy trained on them")
+
+
 def task_frames(policy, task: str) -> float:
     frames = (policy.config.task_frames if policy is not None else {}) or {}
     return float(frames.get(task, DEFAULT_TASK_FRAMES.get(task, 150.0)))
@@ -583,6 +594,7 @@ def execute(run: RolloutRun, models: Models, sim_overrides: Sequence[str] | None
     """Run every job of ``run`` in this process, or in ``workers`` spawned processes (each loads the models of
     ``model_spec`` and builds its own simulator). Results are added (and written) as episodes finish; a
     KeyboardInterrupt (Ctrl-C, or SIGTERM under ``atomic.sigterm_as_interrupt``) stops the workers and propagates."""
+    check_tasks(models, run.cfg.tasks)
     jobs = plan_jobs(run)
     if not jobs:
         log.info("nothing to do: every episode of %s is in %s", run.cfg.modes, run.out / "results.json")
@@ -667,5 +679,5 @@ def _execute_parallel(run: RolloutRun, jobs: list[Job], model_spec: dict, camera
 
 
 __all__ = ["MODES", "SEED_BASE", "EpisodeResult", "Job", "Media", "Models", "RolloutConfig", "RolloutRun", "execute",
-           "load_models", "load_previous", "plan_jobs", "report_markdown", "run_expert", "run_policy", "run_seed",
+           "check_tasks", "load_models", "load_previous", "plan_jobs", "report_markdown", "run_expert", "run_policy", "run_seed",
            "summarize", "wilson"]
