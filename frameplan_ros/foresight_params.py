@@ -83,7 +83,8 @@ class ForesightParams:
                                  "sensor_msgs/CompressedImage (jpeg or png) on <image_topic>/compressed",
                                  choices=("raw", "compressed"), read_only=True)
     policy: str = param("", "policy mode: GoalPolicy folder or embedded name (tiny, tiny-nogoal, handover, "
-                        "handover-nogoal); empty = the embedded tiny. At run time checked against model_roots like model")
+                        "stack, and their -nogoal); empty = the embedded tiny. At run time checked against model_roots "
+                        "like model")
     policy_goal: str = param("predictor", "policy mode: what makes the goal frames: the frame predictor, or the "
                              "grid planner's plan followed subgoal by subgoal", choices=("predictor", "planner"))
     policy_period: float = param(0.24, "policy mode: a new JointTrajectory every this many seconds of camera time "

@@ -29,7 +29,7 @@ from frameplan_core.errors import InputError, one_line
 from frameplan_core.models import PolicyModels
 
 # frameplan_core.policy.config.EMBEDDED (a test keeps them equal)
-POLICY_PRESETS = ("tiny", "tiny-nogoal", "handover", "handover-nogoal")
+POLICY_PRESETS = ("tiny", "tiny-nogoal", "handover", "handover-nogoal", "stack", "stack-nogoal")
 
 
 def policy_refusal(value: str, roots: list[Path], trusted: str) -> str | None:

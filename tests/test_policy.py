@@ -579,6 +579,9 @@ def test_embedded_handover_specialists_load():
     goal, nogoal = GoalPolicy.from_pretrained("handover"), GoalPolicy.from_pretrained("handover-nogoal")
     assert goal.config.goal and not nogoal.config.goal and "handover" in EMBEDDED
     assert list(goal.config.task_frames) == list(nogoal.config.task_frames) == ["block_handover"]
+    stack, stack_nogoal = GoalPolicy.from_pretrained("stack"), GoalPolicy.from_pretrained("stack-nogoal")
+    assert stack.config.goal and not stack_nogoal.config.goal
+    assert list(stack.config.task_frames) == list(stack_nogoal.config.task_frames) == ["blocks_stack_easy"]
     assert set(GoalPolicy.from_pretrained("tiny").config.task_frames) == {"block_hammer_beat", "block_handover",
                                                                           "blocks_stack_easy"}
 

@@ -22,8 +22,8 @@ from frameplan_core.errors import ConfigError
 
 PRESETS = ("tiny", "tiny-nogoal")  # network presets (random start) and the embedded multi-task pair
 # embedded policy folders (frameplan_core/weights/policy-<name>): the presets' trained pair, and the block_handover
-# specialists (trained on that task alone; model card "Policy: block_handover specialists")
-EMBEDDED = PRESETS + ("handover", "handover-nogoal")
+# and blocks_stack_easy specialists (each trained on its task alone; model card "Policy: per-task specialists")
+EMBEDDED = PRESETS + ("handover", "handover-nogoal", "stack", "stack-nogoal")
 JOINT_DIM = 16  # per arm 7 joint targets (rad) + gripper command in [0, 1]; left arm first (joint_command_full)
 GRIPPERS = (7, 15)  # gripper entries of a 16-d vector
 JOINTS = tuple(i for i in range(JOINT_DIM) if i not in GRIPPERS)

@@ -55,8 +55,9 @@ class GoalPolicy:
 
     @classmethod
     def from_pretrained(cls, path_or_preset: str | Path = "tiny", device: str = "auto") -> GoalPolicy:
-        """Load a policy folder, or an embedded one (``tiny`` / ``tiny-nogoal``, ``handover`` / ``handover-nogoal``).
-        ModelError naming the folder when it is missing, not a policy, or its weights do not fit its config."""
+        """Load a policy folder, or an embedded one (``tiny`` / ``tiny-nogoal``; the specialists ``handover`` /
+        ``stack`` and their ``-nogoal``). ModelError naming the folder when it is missing, not a policy, or its
+        weights do not fit its config."""
         from safetensors.torch import load_file
 
         name = str(path_or_preset)
