@@ -18,6 +18,7 @@ import shlex
 import sys
 
 log = logging.getLogger(__name__)
+_INTERRUPTED: list[BaseException] = []
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -126,6 +127,9 @@ def run(args: argparse.Namespace) -> int:
         with atomic.sigterm_as_interrupt():
             R.execute(run_, models, args.sim_overrides, args.workers, spec)
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (atomic.Terminated)
+        # keep the interrupted frames (and the simulator they hold) alive: freed here, SAPIEN's native destructors can
+        # crash the process (SIGSEGV after a clean stop, seen in CI); the entry point then leaves with os._exit
+        _INTERRUPTED.append(exc)
         run_.interrupted = True
         run_.write()
         what = "terminated" if isinstance(exc, atomic.Terminated) else "interrupted"
