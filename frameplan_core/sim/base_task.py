@@ -320,10 +320,7 @@ class SimTask:
     def move(self, side: str, p: Sequence[float], q: Sequence[float], what: str = "motion",
              settle: int = 15) -> Iterator[None]:
         """Screw motion of one arm's TCP to world pose (p, q), then ``settle`` ticks holding the goal."""
-        t = time.perf_counter()
-        traj = self.arms[side].plan(p, q, what, start=self._planner_start(side))
-        self.timings["plan_s"] += time.perf_counter() - t
-        yield from self._follow(side, traj, settle)
+        yield from self.move_reachable(side, [p], q, what, settle)
 
     def move_reachable(self, side: str, points: Sequence[Sequence[float]], q: Sequence[float], what: str = "motion",
                        settle: int = 15) -> Iterator[None]:
