@@ -82,8 +82,8 @@ class ForesightParams:
     image_transport: str = param("raw", "raw: sensor_msgs/Image on image_topic; compressed: "
                                  "sensor_msgs/CompressedImage (jpeg or png) on <image_topic>/compressed",
                                  choices=("raw", "compressed"), read_only=True)
-    policy: str = param("", "policy mode: GoalPolicy folder or embedded name (tiny, tiny-nogoal, handover, "
-                        "stack, and their -nogoal); empty = the embedded tiny. At run time checked against model_roots "
+    policy: str = param("", "policy mode: GoalPolicy folder or embedded name (tiny, tiny-nogoal, hammer, "
+                        "handover, stack, and their -nogoal); empty = the embedded tiny. At run time checked against model_roots "
                         "like model")
     policy_goal: str = param("predictor", "policy mode: what makes the goal frames: the frame predictor, or the "
                              "grid planner's plan followed subgoal by subgoal", choices=("predictor", "planner"))

@@ -29,7 +29,8 @@ from frameplan_core.errors import InputError, one_line
 from frameplan_core.models import PolicyModels
 
 # frameplan_core.policy.config.EMBEDDED (a test keeps them equal)
-POLICY_PRESETS = ("tiny", "tiny-nogoal", "handover", "handover-nogoal", "stack", "stack-nogoal")
+POLICY_PRESETS = ("tiny", "tiny-nogoal", "hammer", "hammer-nogoal", "handover", "handover-nogoal", "stack",
+                  "stack-nogoal")
 
 
 def policy_refusal(value: str, roots: list[Path], trusted: str) -> str | None:

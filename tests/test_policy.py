@@ -572,18 +572,17 @@ def test_rollout_cli_bad_input_is_one_line(tmp_path, capsys):
     assert not (tmp_path / "r" / "results.json").exists()
 
 
-def test_embedded_handover_specialists_load():
+def test_embedded_specialists_load_and_know_their_task_only():
     from frameplan_core.policy import GoalPolicy
-    from frameplan_core.policy.config import EMBEDDED
+    from frameplan_core.policy.config import EMBEDDED, SPECIALISTS
+    from frameplan_core.sim.task_config import TASK_NAMES
 
-    goal, nogoal = GoalPolicy.from_pretrained("handover"), GoalPolicy.from_pretrained("handover-nogoal")
-    assert goal.config.goal and not nogoal.config.goal and "handover" in EMBEDDED
-    assert list(goal.config.task_frames) == list(nogoal.config.task_frames) == ["block_handover"]
-    stack, stack_nogoal = GoalPolicy.from_pretrained("stack"), GoalPolicy.from_pretrained("stack-nogoal")
-    assert stack.config.goal and not stack_nogoal.config.goal
-    assert list(stack.config.task_frames) == list(stack_nogoal.config.task_frames) == ["blocks_stack_easy"]
-    assert set(GoalPolicy.from_pretrained("tiny").config.task_frames) == {"block_hammer_beat", "block_handover",
-                                                                          "blocks_stack_easy"}
+    assert set(SPECIALISTS) == set(TASK_NAMES)
+    for task, name in SPECIALISTS.items():
+        goal, nogoal = GoalPolicy.from_pretrained(name), GoalPolicy.from_pretrained(f"{name}-nogoal")
+        assert goal.config.goal and not nogoal.config.goal and {name, f"{name}-nogoal"} <= set(EMBEDDED)
+        assert list(goal.config.task_frames) == list(nogoal.config.task_frames) == [task]
+    assert set(GoalPolicy.from_pretrained("tiny").config.task_frames) == set(TASK_NAMES)
 
 
 def test_fast_color_jitter_matches_the_shared_one():

@@ -169,6 +169,32 @@ def test_goal_dropout_policy_as_its_own_baseline_with_guidance(sim, policies, tm
     assert "action guidance 0.5" in report and "temporally ensembled (k = 0.01)" in report
 
 
+def test_specialists_drive_each_task_with_its_own_pair(sim, tmp_path, capsys):
+    """--policy/--baseline specialists: each task is run by its own embedded specialist (a pair trained on that task
+    alone); the run records which, and a model set loaded for fewer tasks is refused, never silently reused."""
+    from frameplan_cli.main import main
+    from frameplan_core.errors import ConfigError
+    from frameplan_core.policy.rollout import check_tasks, load_models
+
+    _, overrides = sim
+    tasks = ["block_handover", TASK]
+    models = load_models(["oracle", "none"], "specialists", "specialists", tasks=tasks)
+    assert Path(models.policy_for("oracle", "block_handover").source).name == "policy-handover"
+    assert Path(models.policy_for("none", TASK).source).name == "policy-stack-nogoal"
+    check_tasks(models, tasks)
+    with pytest.raises(ConfigError, match="no policy loaded for block_hammer_beat"):
+        check_tasks(models, [*tasks, "block_hammer_beat"])
+    out = tmp_path / "run"
+    sets = [a for o in overrides for a in ("--sim-set", o)]
+    assert main(["rollout", *[a for t in tasks for a in ("--task", t)], "--mode", "none", "--episodes", "1",
+                 "--max-steps", "2", "--baseline", "specialists", "--no-media", "--out", str(out), *sets]) == 0, \
+        capsys.readouterr().err
+    res = json.loads((out / "results.json").read_text())
+    assert sorted(e["task"] for e in res["episodes"]) == sorted(tasks)
+    assert all(e["steps"] == 2 for e in res["episodes"])
+    assert res["models"]["baseline"] == "specialists (block_handover: handover-nogoal, blocks_stack_easy: stack-nogoal)"
+
+
 def test_sigterm_keeps_finished_episodes_marked_interrupted(sim, policies, tmp_path):
     _, overrides = sim
     _, nogoal = policies

@@ -3,6 +3,7 @@
   frameplan rollout --task all --mode all --episodes 20 --out out/rollout
   frameplan rollout --task block_handover --mode oracle --mode none --episodes 5 --policy runs/policy/model \\
       --baseline runs/policy_nogoal/model --out out/handover
+  frameplan rollout --task all --policy specialists --baseline specialists --out out/per_task   # each task's own pair
 
 Modes: expert (scripted), oracle (policy + the expert's real future frames), predictor (policy + the frame
 predictor's goals), planner (policy + the grid planner's plans), none (the no-foresight policy). Episode i of every
@@ -33,9 +34,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed-base", type=int, default=SEED_BASE,
                         help=f"episode i uses seed SEED_BASE + i (default {SEED_BASE:,}; disjoint from collections)")
     parser.add_argument("--out", required=True, help="run folder (results.json, report.md, <task>/<mode>/ media)")
-    parser.add_argument("--policy", default="tiny", help="goal-conditioned policy folder or 'tiny' (embedded)")
+    parser.add_argument("--policy", default="tiny",
+                        help="goal-conditioned policy: a folder, an embedded one ('tiny', the multi-task default; "
+                             "'hammer', 'handover', 'stack': per-task specialists) or 'specialists' (each task's own)")
     parser.add_argument("--baseline", default="tiny-nogoal",
-                        help="no-foresight policy (goal: false) for mode none: a folder or 'tiny-nogoal' (embedded)")
+                        help="no-foresight policy (goal: false) for mode none: a folder, 'tiny-nogoal' (default), "
+                             "'<specialist>-nogoal' or 'specialists' (each task's own)")
     parser.add_argument("--predictor", default="tiny", help="frame predictor for mode predictor (folder or 'tiny')")
     parser.add_argument("--planner", default="tiny", help="grid planner for mode planner (folder or 'tiny')")
     parser.add_argument("--period", type=int, default=10,
@@ -115,10 +119,11 @@ def run(args: argparse.Namespace) -> int:
                           "another folder")
     spec = {"policy": args.policy, "baseline": args.baseline, "predictor": args.predictor, "planner": args.planner,
             "device": args.device}
-    models = R.load_models(cfg.modes, **spec)
+    models = R.load_models(cfg.modes, tasks=cfg.tasks, **spec)
     R.check_tasks(models, cfg.tasks)  # a specialist policy on a task it never saw: refused before anything is written
-    if cfg.guidance is not None and models.policy is not None:
-        models.policy.config.check_guidance(cfg.guidance)  # refused here, once, rather than in every episode
+    if cfg.guidance is not None:
+        for policy in models.policies("policy"):
+            policy.config.check_guidance(cfg.guidance)  # refused here, once, rather than in every episode
     command = "frameplan rollout " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if len(sys.argv) > 1 and \
         sys.argv[1] == "rollout" else "frameplan rollout (called from Python)"
     run_ = R.RolloutRun(out, cfg, command, models.sources, previous)

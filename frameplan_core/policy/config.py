@@ -21,9 +21,12 @@ from frameplan_core import config as cfgmod
 from frameplan_core.errors import ConfigError
 
 PRESETS = ("tiny", "tiny-nogoal")  # network presets (random start) and the embedded multi-task pair
-# embedded policy folders (frameplan_core/weights/policy-<name>): the presets' trained pair, and the block_handover
-# and blocks_stack_easy specialists (each trained on its task alone; model card "Policy: per-task specialists")
-EMBEDDED = PRESETS + ("handover", "handover-nogoal", "stack", "stack-nogoal")
+# the embedded specialist of each task (trained on that task alone; model card "Policy: per-task specialists"); its
+# no-foresight twin is "<name>-nogoal"
+SPECIALISTS = {"block_hammer_beat": "hammer", "block_handover": "handover", "blocks_stack_easy": "stack"}
+PER_TASK = "specialists"  # as a rollout's --policy / --baseline: each task's own specialist (or its -nogoal twin)
+# embedded policy folders (frameplan_core/weights/policy-<name>): the presets' trained pair and the specialists
+EMBEDDED = PRESETS + tuple(f"{n}{s}" for n in SPECIALISTS.values() for s in ("", "-nogoal"))
 JOINT_DIM = 16  # per arm 7 joint targets (rad) + gripper command in [0, 1]; left arm first (joint_command_full)
 GRIPPERS = (7, 15)  # gripper entries of a 16-d vector
 JOINTS = tuple(i for i in range(JOINT_DIM) if i not in GRIPPERS)
@@ -146,4 +149,4 @@ class PolicyConfig:
         return cfgmod.from_dict(cls, data, where)
 
 
-__all__ = ["EMBEDDED", "GRIPPERS", "JOINTS", "JOINT_DIM", "NO_GOAL", "PRESETS", "PolicyConfig"]
+__all__ = ["EMBEDDED", "GRIPPERS", "JOINTS", "JOINT_DIM", "NO_GOAL", "PER_TASK", "PRESETS", "SPECIALISTS", "PolicyConfig"]

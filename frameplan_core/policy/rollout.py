@@ -191,31 +191,60 @@ class Media:
 class Models:
     """The models a run needs (loaded once per process)."""
 
-    policy: Any = None  # goal-conditioned GoalPolicy
-    baseline: Any = None  # goal: false GoalPolicy
+    policy: Any = None  # goal-conditioned GoalPolicy, or {task: GoalPolicy} (--policy specialists)
+    baseline: Any = None  # goal: false GoalPolicy, or {task: GoalPolicy}
     predictor: Any = None
     planner: Any = None
     sources: dict = field(default_factory=dict)
 
+    def policy_for(self, mode: str, task: str):
+        """The policy that acts in ``mode`` on ``task`` (the baseline for mode none; a task's own specialist when
+        the run was given one per task)."""
+        policy = self.baseline if mode == "none" else self.policy
+        return policy.get(task) if isinstance(policy, dict) else policy
+
+    def policies(self, *which: str) -> list:
+        """The loaded policies of ``which`` ("policy", "baseline"; default both, goal-conditioned first)."""
+        out = []
+        for name in which or ("policy", "baseline"):
+            p = getattr(self, name)
+            out += list(p.values()) if isinstance(p, dict) else [p] if p is not None else []
+        return out
+
+
+def _load_policy(name: str, tasks: Sequence[str], nogoal: bool, device: str):
+    """One policy, or with ``specialists`` each task's embedded specialist (its ``-nogoal`` twin for the baseline)."""
+    from frameplan_core.policy import GoalPolicy
+    from frameplan_core.policy.config import PER_TASK, SPECIALISTS
+
+    if name != PER_TASK:
+        policy = GoalPolicy.from_pretrained(name, device=device)
+        return policy, policy.source
+    flag = "--baseline" if nogoal else "--policy"
+    missing = [t for t in tasks if t not in SPECIALISTS]
+    if missing or not tasks:
+        raise ConfigError(f"{flag} {PER_TASK}: no embedded specialist for {', '.join(missing) or 'an empty task list'}; "
+                          f"specialists exist for {', '.join(SPECIALISTS)}")
+    names = {t: SPECIALISTS[t] + ("-nogoal" if nogoal else "") for t in dict.fromkeys(tasks)}
+    return ({t: GoalPolicy.from_pretrained(n, device=device) for t, n in names.items()},
+            f"{PER_TASK} ({', '.join(f'{t}: {n}' for t, n in names.items())})")
+
 
 def load_models(modes: Sequence[str], policy: str = "tiny", baseline: str = "tiny-nogoal", predictor: str = "tiny",
-                planner: str = "tiny", device: str = "cpu") -> Models:
-    """Load what ``modes`` need; ModelError naming the flag when a policy does not fit its mode."""
-    from frameplan_core.policy import GoalPolicy
-
+                planner: str = "tiny", device: str = "cpu", tasks: Sequence[str] = ()) -> Models:
+    """Load what ``modes`` need; ModelError naming the flag when a policy does not fit its mode. ``specialists`` as
+    ``policy`` / ``baseline`` loads each of ``tasks``' own embedded specialist."""
     m = Models()
     if any(x in GOAL_MODES for x in modes):
-        m.policy = GoalPolicy.from_pretrained(policy, device=device)
-        if not m.policy.config.goal:
-            raise ModelError(f"--policy {policy}: a goal: false policy (the no-foresight baseline) cannot follow goals; "
-                             "pass a goal-conditioned policy (or use it with --mode none as --baseline)")
-        m.sources["policy"] = m.policy.source
+        m.policy, m.sources["policy"] = _load_policy(policy, tasks, False, device)
+        if any(not p.config.goal for p in m.policies("policy")):
+            raise ModelError(f"--policy {policy}: a goal: false policy (the no-foresight baseline) cannot follow "
+                             "goals; pass a goal-conditioned policy (or use it with --mode none as --baseline)")
     if "none" in modes:
-        m.baseline = GoalPolicy.from_pretrained(baseline, device=device)
-        if m.baseline.config.goal and not m.baseline.config.goal_dropout:
-            raise ModelError(f"--baseline {baseline}: mode none needs the no-foresight policy (goal: false, or a goal "
-                             "policy trained with goal_dropout, run with its no-goal token); this one needs goals")
-        m.sources["baseline"] = m.baseline.source
+        m.baseline, m.sources["baseline"] = _load_policy(baseline, tasks, True, device)
+        if any(p.config.goal and not p.config.goal_dropout for p in m.policies("baseline")):
+            raise ModelError(f"--baseline {baseline}: mode none needs the no-foresight policy (goal: false, or a "
+                             "goal policy trained with goal_dropout, run with its no-goal token); this one needs goals")
     if "predictor" in modes:
         from frameplan_core.predictor import FramePredictor
 
@@ -233,13 +262,28 @@ def load_models(modes: Sequence[str], policy: str = "tiny", baseline: str = "tin
 
 def check_tasks(models: Models, tasks: Sequence[str]) -> None:
     """ConfigError when a policy is asked to act on a task it was never trained on (a specialist such as the
-    embedded ``handover`` pair): its commands there would be a silent wrong result, not a measurement."""
-    for flag, policy in (("--policy", models.policy), ("--baseline", models.baseline)):
-        trained = sorted((policy.config.task_frames or {}) if policy is not None else {})
-        missing = [t for t in tasks if trained and t not in trained]
+    embedded ``handover`` pair): its commands there would be a silent wrong result, not a measurement. Also when
+    the policies want different cameras or control rates (one simulator serves them all)."""
+    rigs = sorted({(p.config.camera, p.config.step_ticks) for p in models.policies()})
+    if len(rigs) > 1:
+        raise ConfigError(f"--policy {models.sources.get('policy', '?')} / --baseline {models.sources.get('baseline', '?')}"
+                          f": trained on different (camera, ticks per step): {rigs}; run them separately")
+    for flag, mode, given in (("--policy", "oracle", models.policy), ("--baseline", "none", models.baseline)):
+        if given is None:
+            continue
+        source = models.sources.get(flag[2:], "?")
+        missing, trained = [], []
+        for t in tasks:
+            policy = models.policy_for(mode, t)
+            if policy is None:
+                raise ConfigError(f"{flag} {source}: no policy loaded for {t}")
+            known = sorted(policy.config.task_frames or {})
+            if known and t not in known:
+                missing.append(t)
+                trained = known
         if missing:
-            raise ConfigError(f"{flag} {models.sources.get(flag[2:], '?')}: trained on {', '.join(trained)} only, not on "
-                              f"{', '.join(missing)}; pass --task {' --task '.join(trained)} or a policy trained on them")
+            raise ConfigError(f"{flag} {source}: trained on {', '.join(trained)} only, not on {', '.join(missing)}; "
+                              f"pass --task {' --task '.join(trained)} or a policy trained on them")
 
 
 def task_frames(policy, task: str) -> float:
@@ -292,7 +336,7 @@ def run_policy(env, mode: str, models: Models, task: str, episode: int, seed: in
     """One closed-loop episode of ``mode`` (oracle | predictor | planner | none)."""
     from frameplan_core.sim.scene import TIMESTEP
 
-    policy = models.baseline if mode == "none" else models.policy
+    policy = models.policy_for(mode, task)
     pc = policy.config
     mean_frames = task_frames(policy, task)
     max_steps = cfg.max_steps or int(math.ceil(2.5 * mean_frames))
@@ -599,9 +643,9 @@ def execute(run: RolloutRun, models: Models, sim_overrides: Sequence[str] | None
     if not jobs:
         log.info("nothing to do: every episode of %s is in %s", run.cfg.modes, run.out / "results.json")
         return
-    policy = models.policy or models.baseline
-    camera = policy.config.camera if policy is not None else "head_camera"
-    step_ticks = policy.config.step_ticks if policy is not None else 15
+    policies = models.policies()
+    camera = policies[0].config.camera if policies else "head_camera"
+    step_ticks = policies[0].config.step_ticks if policies else 15
     if workers <= 1 or len(jobs) == 1:
         env = make_env(camera, step_ticks, sim_overrides)
         try:
@@ -618,7 +662,7 @@ def _worker(cfg: RolloutConfig, model_spec: dict, camera: str, step_ticks: int, 
     import queue as queue_mod
 
     try:
-        models = load_models(cfg.modes, **model_spec)
+        models = load_models(cfg.modes, **{"tasks": cfg.tasks, **model_spec})
         env = make_env(camera, step_ticks, sim_overrides)
         while True:
             try:
