@@ -315,3 +315,31 @@ def test_step_counts_past_the_training_schedule_are_refused(pred, sampler, steps
     dpmpp at 999); refused before any UNet evaluation."""
     with pytest.raises(ConfigError, match=f"steps={steps}"):
         pred.predict(FRAME, "x", steps=steps, sampler=sampler)
+
+
+def test_negative_instruction_replaces_the_empty_text_of_the_text_free_passes(pred):
+    """diffusers' negative prompt: the (I,∅) and (∅,∅) passes see the negative text; the (I,T) pass the instruction."""
+    contexts = []
+    hook = pred.unet.register_forward_pre_hook(lambda m, a, kw: contexts.append(kw["encoder_hidden_states"]),
+                                               with_kwargs=True)
+    try:
+        got = pred.predict(FRAME, "stack the blocks with the left arm", steps=1, seed=3, text_scale=7.5,
+                           image_scale=1.5, negative_instruction="stack the blocks with the right arm")
+    finally:
+        hook.remove()
+    pos, neg = pred.encode_text(["stack the blocks with the left arm", "stack the blocks with the right arm"])
+    ctx = contexts[0]  # passes in order cond, image_only, uncond
+    assert ctx.shape[0] == 3
+    torch.testing.assert_close(ctx[0], pos)
+    torch.testing.assert_close(ctx[1], neg)
+    torch.testing.assert_close(ctx[2], neg)
+    plain = pred.predict(FRAME, "stack the blocks with the left arm", steps=1, seed=3, text_scale=7.5, image_scale=1.5)
+    assert not np.array_equal(got, plain)
+    # per image in a batch, with several samples; recorded in the Prediction's inputs
+    out = pred.predict_batch([FRAME, FRAME[:, ::-1]], ["a", "b"], steps=1, samples=2, return_uncertainty=True,
+                             negative_instructions=["c", "d"])
+    assert [p.inputs["negative_instruction"] for p in out] == ["c", "d"]
+    for bad, match in [("c", "one text per image"), (["c"], "one text per image"),
+                       (["c", " "], r"negative_instruction\[1\]: empty")]:
+        with pytest.raises(InputError, match=match):
+            pred.predict_batch([FRAME, FRAME], ["a", "b"], steps=1, negative_instructions=bad)

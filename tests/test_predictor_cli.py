@@ -26,6 +26,9 @@ def test_predict_cli_writes_prediction_and_side_by_side(ckpt, tmp_path):
     rc = main(["predict", "--image", str(tmp_path / "in.png"), "--instruction", "x", "--out", str(tmp_path / "o2.png"),
                "--model", str(ckpt), "--steps", "1", "--output-size", "input"])
     assert rc == 0 and read_image(tmp_path / "o2.png").shape == (240, 320, 3)
+    rc = main(["predict", "--image", str(tmp_path / "in.png"), "--instruction", "x", "--out", str(tmp_path / "o3.png"),
+               "--model", str(ckpt), "--steps", "1", "--output-size", "input", "--negative", "y"])
+    assert rc == 0 and not np.array_equal(read_image(tmp_path / "o3.png"), read_image(tmp_path / "o2.png"))
 
 
 def test_predict_cli_errors(ckpt, tmp_path, capsys):
@@ -36,6 +39,9 @@ def test_predict_cli_errors(ckpt, tmp_path, capsys):
     assert main(["predict", "--image", str(tmp_path / "in.png"), "--instruction", " ",
                  "--out", str(tmp_path / "o.png"), "--model", str(ckpt)]) == 1
     assert "empty instruction" in capsys.readouterr().err
+    assert main(["predict", "--image", str(tmp_path / "in.png"), "--instruction", "x", "--negative", "",
+                 "--out", str(tmp_path / "o.png"), "--model", str(ckpt)]) == 1
+    assert "negative_instruction[0]: empty instruction" in capsys.readouterr().err
     assert main(["predict", "--image", str(tmp_path / "in.png"), "--instruction", "x",
                  "--out", str(tmp_path / "o.png"), "--model", str(tmp_path / "none")]) == 1
     assert "no such checkpoint" in capsys.readouterr().err

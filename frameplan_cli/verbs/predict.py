@@ -17,6 +17,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image", required=True, help="input RGB image file (png/jpg, any size)")
     parser.add_argument("--instruction", required=True, help='what should happen, e.g. "strike the block with the hammer"')
     parser.add_argument("--out", required=True, help="output image path (.png/.jpg)")
+    parser.add_argument("--negative", default=None,
+                        help='negative instruction: guide away from it, e.g. "stack the blocks with the left arm"')
     parser.add_argument("--model", default="tiny",
                         help="checkpoint: our folder, a diffusers InstructPix2Pix folder, an SD-1.x .ckpt/.safetensors "
                              "file, or 'tiny' (embedded default)")
@@ -70,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         sampler=args.sampler or (paper.sampler if paper else None),
         text_scale=args.text_scale if args.text_scale is not None else (paper.text_scale if paper else None),
         image_scale=args.image_scale if args.image_scale is not None else (paper.image_scale if paper else None),
-        seed=args.seed, output_size=args.output_size, samples=args.samples)
+        seed=args.seed, output_size=args.output_size, samples=args.samples, negative_instruction=args.negative)
     full = predictor.predict_full(image, args.instruction, **kw) if u_png is not None else None
     pred = full.image if full is not None else predictor.predict(image, args.instruction, **kw)
     write_image(out, pred)

@@ -193,31 +193,39 @@ class FramePredictor:
     def predict(self, image: np.ndarray, instruction: str, steps: int | None = None, text_scale: float | None = None,
                 image_scale: float | None = None, seed: int | None = None, sampler: str | None = None,
                 output_size: Literal["model", "input"] = "model", samples: int | None = None,
-                compose: int | None = None) -> np.ndarray:
+                compose: int | None = None, negative_instruction: str | None = None) -> np.ndarray:
         """Predicted future frame (uint8 RGB) at model resolution, or mapped onto the input's geometry."""
+        neg = None if negative_instruction is None else [negative_instruction]
         return self.predict_batch([image], [instruction], steps, text_scale, image_scale, seed, sampler,
-                                  output_size, samples, compose)[0]
+                                  output_size, samples, compose, negative_instructions=neg)[0]
 
     def predict_full(self, image: np.ndarray, instruction: str, steps: int | None = None,
                      text_scale: float | None = None, image_scale: float | None = None, seed: int | None = None,
                      sampler: str | None = None, output_size: Literal["model", "input"] = "model",
-                     samples: int | None = None, compose: int | None = None) -> Prediction:
+                     samples: int | None = None, compose: int | None = None,
+                     negative_instruction: str | None = None) -> Prediction:
         """``predict`` plus its per-pixel uncertainty and confidence (frameplan_core/uncertainty.py), from the same
         samples as the frame: a Prediction whose ``image`` equals what ``predict`` returns."""
+        neg = None if negative_instruction is None else [negative_instruction]
         return self.predict_batch([image], [instruction], steps, text_scale, image_scale, seed, sampler,
-                                  output_size, samples, compose, return_uncertainty=True)[0]
+                                  output_size, samples, compose, return_uncertainty=True,
+                                  negative_instructions=neg)[0]
 
     @torch.no_grad()
     def predict_batch(self, images: Sequence[np.ndarray], instructions: Sequence[str], steps: int | None = None,
                       text_scale: float | None = None, image_scale: float | None = None, seed: int | None = None,
                       sampler: str | None = None, output_size: Literal["model", "input"] = "model",
                       samples: int | None = None, compose: int | None = None,
-                      return_uncertainty: bool = False) -> list[np.ndarray] | list[Prediction]:
+                      return_uncertainty: bool = False,
+                      negative_instructions: Sequence[str] | None = None) -> list[np.ndarray] | list[Prediction]:
         """Batched prediction: one UNet forward per step for all images, guidance passes and ``samples`` (averaged
         per image, SamplingConfig). ``seed=None`` means seed 0, so repeated calls are reproducible (seeds.py, the
         same for the planner).
         ``return_uncertainty``: Predictions (frame + uncertainty map at the frame's geometry + confidence, from
-        the same samples) instead of bare frames; with one sample their maps are None, with a note."""
+        the same samples) instead of bare frames; with one sample their maps are None, with a note.
+        ``negative_instructions`` (one per image; diffusers' negative prompt): replace the empty text of the
+        text-free guidance passes, so text guidance pushes away from what they say (e.g. the same task done with
+        the other arm) rather than from no text at all."""
         t0 = time.perf_counter()
         if isinstance(images, np.ndarray) or isinstance(instructions, str):
             raise InputError("predict_batch: pass lists of images and instructions (use predict for one)")
@@ -235,10 +243,17 @@ class FramePredictor:
                            compose_feather=d.compose_feather).validate("predict")
         imgs = [preprocess.check_image(im, f"image[{i}]") for i, im in enumerate(images)]
         texts = [validate_instruction(t, f"instruction[{i}]") for i, t in enumerate(instructions)]
+        if negative_instructions is not None:
+            if isinstance(negative_instructions, str) or len(negative_instructions) != len(texts):
+                raise InputError(f"predict_batch: negative_instructions must be a list with one text per image "
+                                 f"({len(texts)}), got {type(negative_instructions).__name__}")
+            negatives = [validate_instruction(t, f"negative_instruction[{i}]")
+                         for i, t in enumerate(negative_instructions)]
         x = preprocess.to_model(imgs, self.config.resolution, self.config.crop, self.device, self.dtype)
         t1 = time.perf_counter()
         image_latents = self.encode_image_latents(x)
-        text_emb, uncond = self._embed(texts), self.uncond_embedding()
+        text_emb = self._embed(texts)
+        uncond = self.uncond_embedding() if negative_instructions is None else self._embed(negatives)
         t2 = time.perf_counter()
         # seeded noise comes from a CPU generator: the same seed gives the same prediction on CPU and GPU
         seed = check_seed(seed, "predict.seed")
@@ -246,6 +261,8 @@ class FramePredictor:
         n = len(imgs)
         if s.samples > 1:  # sample-major copies: rows k*n .. k*n+n-1 are sample k of every image
             image_latents, text_emb = image_latents.repeat(s.samples, 1, 1, 1), text_emb.repeat(s.samples, 1, 1)
+            if uncond.shape[0] > 1:
+                uncond = uncond.repeat(s.samples, 1, 1)
         latents = sampling.sample(self.unet, self.inference_scheduler(s.sampler), image_latents, text_emb, uncond,
                                   s.steps, s.text_scale, s.image_scale, gen,
                                   latent_channels=self.vae.config.latent_channels)
@@ -275,7 +292,9 @@ class FramePredictor:
             return out
         inputs = {"steps": s.steps, "sampler": s.sampler, "text_scale": s.text_scale, "image_scale": s.image_scale,
                   "samples": s.samples, "compose": s.compose, "seed": seed, "output_size": output_size}
-        return [Prediction(image=o, instruction=t, inputs=dict(inputs), timings=dict(self.last_timings),
+        return [Prediction(image=o, instruction=t, timings=dict(self.last_timings),
+                           inputs=dict(inputs, negative_instruction=negatives[i]) if negative_instructions is not None
+                           else dict(inputs),
                            uncertainty=None if spreads is None else spreads[i],
                            confidence=None if spreads is None else uncertainty.confidence(spreads[i]),
                            uncertainty_note=uncertainty.ONE_SAMPLE if spreads is None else None)
