@@ -5,9 +5,12 @@ so each first frame has two real futures, one per arm. From the first frame, pre
 (naming its arm) and score each prediction against both real futures inside the pixels where the two futures
 differ (the arm-dependent region). A prediction "reads the arm" when it is closer to the future of the arm it was
 told. A model that ignores the word gives the same frame for both sentences and reads exactly half.
+The per-scene *word effect* (the sum of the two margins) separates the word from the scene: it is how far changing
+only the arm word moves the prediction toward the other arm's future, zero for a model that ignores the word
+whatever arm the scene itself suggests.
 Usage: python scripts/arm_counterfactual_probe.py MODEL DRAWN_TASK_DIR SWAPPED_TASK_DIR [HORIZON] [WORDING]
-(task dirs as written by ``frameplan collect``, e.g. data/sim_si_probe/blocks_stack_easy_D435_pkl; HORIZON frames
-ahead, default 50; WORDING seen or unseen, default seen)."""
+[TEXT_SCALE] (task dirs as written by ``frameplan collect``, e.g. data/sim_si_probe/blocks_stack_easy_D435_pkl;
+HORIZON frames ahead, default 50; WORDING seen or unseen, default seen; TEXT_SCALE default the model's)."""
 import json
 import sys
 from pathlib import Path
@@ -37,9 +40,11 @@ def twins(drawn: Path, swapped: Path) -> list[tuple[Path, Path]]:
     return out
 
 
-def main(model: str, drawn: str, swapped: str, horizon: str = "50", wording: str = "seen") -> None:
+def main(model: str, drawn: str, swapped: str, horizon: str = "50", wording: str = "seen",
+         text_scale: str | None = None) -> None:
     p = FramePredictor.from_pretrained(model)
     h = int(horizon)
+    ts = None if text_scale is None else float(text_scale)
     results = {"plain": [], "negative": []}
     for ea, eb in twins(Path(drawn), Path(swapped)):
         x = rgb(ea, 0)
@@ -54,8 +59,10 @@ def main(model: str, drawn: str, swapped: str, horizon: str = "50", wording: str
             return float(np.abs(img.astype(float) - y.astype(float)).mean(-1)[region].mean())
 
         for label, negs in (("plain", (None, None)), ("negative", (tb, ta))):
-            pa = np.asarray(p.predict(x, ta, output_size="input", seed=0, negative_instruction=negs[0]))
-            pb = np.asarray(p.predict(x, tb, output_size="input", seed=0, negative_instruction=negs[1]))
+            pa = np.asarray(p.predict(x, ta, output_size="input", seed=0, text_scale=ts,
+                                        negative_instruction=negs[0]))
+            pb = np.asarray(p.predict(x, tb, output_size="input", seed=0, text_scale=ts,
+                                        negative_instruction=negs[1]))
             # margin: how much closer each prediction is to its own arm's future than to the other's (grey levels)
             row = (dist(pa, yb) - dist(pa, ya), dist(pb, ya) - dist(pb, yb))
             results[label].append(row)
@@ -63,10 +70,12 @@ def main(model: str, drawn: str, swapped: str, horizon: str = "50", wording: str
                   f"{row[0]:+.1f} / {row[1]:+.1f} grey levels", flush=True)
     for label, rows in results.items():
         m = np.array(rows).reshape(-1)
-        print(f"{model} [{label}, {wording} wording, horizon {h}]: {len(rows)} scenes; predictions closer to the "
-              f"named arm's future {int((m > 0).sum())}/{m.size}; mean margin {m.mean() if m.size else 0:+.2f} "
-              f"grey levels")
+        w = np.array(rows).reshape(-1, 2).sum(1)
+        print(f"{model} [{label}, {wording} wording, horizon {h}, text scale {ts or p.config.sampling.text_scale}]: "
+              f"{len(rows)} scenes; predictions closer to the named arm's future {int((m > 0).sum())}/{m.size}; "
+              f"mean margin {m.mean() if m.size else 0:+.2f} grey levels; word effect > 0 in {int((w > 0).sum())}/"
+              f"{w.size} scenes, mean {w.mean() if w.size else 0:+.2f}")
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:6])
+    main(*sys.argv[1:7])

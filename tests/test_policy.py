@@ -489,6 +489,23 @@ def test_rollout_config_refuses_unknown_task_and_mode():
         with pytest.raises(ConfigError, match=r"rollout ensemble=.*must be a number in \[-10, 10\]"):
             RolloutConfig(ensemble=bad).validate()
     assert RolloutConfig(ensemble=-0.5).validate().ensemble == -0.5
+    with pytest.raises(ConfigError, match="rollout negative='other-hand': expected one of none, other-arm"):
+        RolloutConfig(negative="other-hand").validate()
+    for bad in (-1, 101, float("nan"), True, "7"):
+        with pytest.raises(ConfigError, match=r"rollout text_scale=.*expected a number in \[0, 100\]"):
+            RolloutConfig(text_scale=bad).validate()
+    assert RolloutConfig(text_scale=25, negative="other-arm").validate().text_scale == 25
+
+
+def test_rollout_refuses_a_negative_arm_where_no_arm_is_named():
+    """``--negative other-arm`` needs instructed episodes: refused before any episode, not as a wrong goal later."""
+    from frameplan_core.policy.rollout import RolloutConfig, check_negative
+
+    cfg = RolloutConfig(tasks=["blocks_stack_easy"], modes=["predictor"], negative="other-arm").validate()
+    with pytest.raises(ConfigError, match="blocks_stack_easy episodes name no arm.*expert_strategy=instructed"):
+        check_negative(cfg, [])
+    check_negative(cfg, ["expert_strategy=instructed"])
+    check_negative(RolloutConfig(tasks=["blocks_stack_easy"], modes=["none"], negative="other-arm").validate(), [])
 
 
 def test_chunk_ensemble_averages_the_predictions_for_each_step():

@@ -228,7 +228,7 @@ def test_instructed_rollout_records_the_named_arm_and_the_wording(sim, policies,
     """``--sim-set expert_strategy=instructed``: every episode records the arm its instruction names, the expert
     (which follows it) succeeds, and ``--wording unseen`` hands the foresight models the held-out paraphrase."""
     from frameplan_cli.main import main
-    from frameplan_core.policy.rollout import episode_instruction, make_env
+    from frameplan_core.policy.rollout import episode_instruction, make_env, other_arm_instruction
 
     _, overrides = sim
     goal, nogoal = policies
@@ -236,10 +236,12 @@ def test_instructed_rollout_records_the_named_arm_and_the_wording(sim, policies,
     sets = [a for o in [*overrides, "expert_strategy=instructed"] for a in ("--sim-set", o)]
     args = ["rollout", "--task", TASK, "--mode", "expert", "--mode", "none", "--mode", "predictor", "--episodes", "1",
             "--max-steps", "2", "--period", "2", "--execute", "2", "--policy", str(goal), "--baseline", str(nogoal),
-            "--samples", "1", "--wording", "unseen", "--no-media", "--out", str(out), *sets]
+            "--samples", "1", "--wording", "unseen", "--no-media", "--negative", "other-arm", "--text-scale", "5",
+            "--out", str(out), *sets]
     assert main(args) == 0, capsys.readouterr().err
     res = json.loads((out / "results.json").read_text())
     assert res["settings"]["wording"] == "unseen"
+    assert (res["settings"]["negative"], res["settings"]["text_scale"]) == ("other-arm", 5)
     eps = {e["mode"]: e for e in res["episodes"]}
     assert eps["expert"]["success"] and eps["expert"]["arm"] in ("left", "right")
     assert eps["none"]["arm"] == eps["predictor"]["arm"] == eps["expert"]["arm"]
@@ -249,6 +251,10 @@ def test_instructed_rollout_records_the_named_arm_and_the_wording(sim, policies,
     unseen = episode_instruction(env, "unseen")
     assert unseen == env.task.instructions()["unseen"][0] and eps["expert"]["arm"] in unseen
     assert env.instruction == env.task.instructions()["seen"][0] != unseen and eps["expert"]["arm"] in env.instruction
+    # the negative instruction of --negative other-arm: the same sentence, only the arm word swapped
+    other = env.task.other_arm(eps["expert"]["arm"])
+    neg = other_arm_instruction(env, "unseen")
+    assert neg != unseen and neg.replace(other, eps["expert"]["arm"]) == unseen
     env.close()
     # the wording decides the foresight's numbers: resuming with another one is refused
     assert main([("seen" if a == "unseen" else a) for a in args] + ["--resume"]) == 1

@@ -71,6 +71,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--wording", choices=("seen", "unseen"), default="seen",
                         help="instruction for the foresight models: the episode's first seen (training) paraphrase or "
                              "its first unseen one (default seen)")
+    parser.add_argument("--text-scale", type=float, default=None,
+                        help="the predictor's text guidance for goals (default: the model's)")
+    parser.add_argument("--negative", choices=("none", "other-arm"), default="none",
+                        help="predictor goals: negative instruction; other-arm = the episode's sentence naming the "
+                             "other arm (instructed episodes, --sim-set expert_strategy=instructed)")
     parser.add_argument("--no-media", action="store_true", help="no contact sheets or GIFs")
     parser.add_argument("--workers", type=int, default=1, help="parallel processes (one simulator each)")
     parser.add_argument("--device", default="cpu", help="where the models run (cpu, cuda, auto)")
@@ -107,7 +112,9 @@ def run(args: argparse.Namespace) -> int:
         execute=args.execute, ensemble=args.ensemble, replan=args.replan, subgoal_steps=args.subgoal_steps,
         threshold=args.threshold or None, max_steps=args.max_steps, gripper=args.gripper,
         oracle_sync=args.oracle_sync, predictor_samples=args.samples, planner_samples=args.samples,
-        guidance=args.guidance, media=not args.no_media, wording=args.wording).validate()
+        guidance=args.guidance, media=not args.no_media, wording=args.wording, text_scale=args.text_scale,
+        negative=args.negative).validate()
+    R.check_negative(cfg, args.sim_overrides)
     if args.workers < 1:
         raise ConfigError(f"--workers {args.workers}: must be >= 1")
     out = Path(args.out)

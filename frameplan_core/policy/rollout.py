@@ -43,6 +43,7 @@ from frameplan_core.sim.task_config import TASK_NAMES
 log = logging.getLogger(__name__)
 
 MODES = ("expert", "oracle", "predictor", "planner", "none")
+NEGATIVES = ("none", "other-arm")
 GOAL_MODES = ("oracle", "predictor", "planner")
 SEED_BASE = 2_000_000
 RESULTS_KIND = "frameplan-rollout"
@@ -71,6 +72,10 @@ class RolloutConfig:
     media: write a contact sheet and a GIF of the first episode of each task and mode.
     wording: the instruction the foresight models get: the episode's first ``seen`` paraphrase (training wording)
         or its first ``unseen`` one (wording no model was trained on).
+    text_scale: the predictor's text guidance for goals (None: the model's sampling default).
+    negative: ``other-arm`` gives the predictor, in instructed episodes, the same sentence naming the other arm as
+        its negative instruction, so text guidance pushes the goal away from the wrong arm (docs/PREDICTOR.md);
+        ``none``: the empty text (the paper's guidance).
     """
 
     tasks: list[str] = field(default_factory=lambda: list(TASK_NAMES))
@@ -92,6 +97,8 @@ class RolloutConfig:
     guidance: float | None = None
     media: bool = True
     wording: str = "seen"
+    text_scale: float | None = None
+    negative: str = "none"
 
     def validate(self) -> RolloutConfig:
         unknown = [t for t in self.tasks if t not in TASK_NAMES]
@@ -123,6 +130,12 @@ class RolloutConfig:
             raise ConfigError(f"rollout wording={str(self.wording)[:40]!r}: expected seen or unseen")
         if self.guidance is not None:
             check_guidance_range(self.guidance, "rollout")
+        if self.negative not in NEGATIVES:
+            raise ConfigError(f"rollout negative={str(self.negative)[:40]!r}: expected one of {', '.join(NEGATIVES)}")
+        ts = self.text_scale
+        if ts is not None and (isinstance(ts, bool) or not isinstance(ts, (int, float)) or not 0.0 <= ts <= 100.0):
+            raise ConfigError(f"rollout text_scale={str(ts)[:40]}: expected a number in [0, 100] (or unset: the "
+                              "predictor's own)")
         self.modes = [m for m in MODES if m in self.modes]  # canonical order: expert first (the oracle uses it)
         return self
 
@@ -349,6 +362,7 @@ def run_policy(env, mode: str, models: Models, task: str, episode: int, seed: in
     obs = env.observe(render=True)
     image = obs.rgb()
     instruction = episode_instruction(env, cfg.wording)
+    negative = other_arm_instruction(env, cfg.wording) if cfg.negative == "other-arm" else None
     oracle = None
     if mode == "oracle":
         if not expert_frames:
@@ -369,7 +383,8 @@ def run_policy(env, mode: str, models: Models, task: str, episode: int, seed: in
             goal_calls += 1
         elif mode == "predictor" and (goal is None or since_goal >= cfg.period):
             goal = models.predictor.predict(image, instruction, output_size="input", seed=seed + steps,
-                                            samples=cfg.predictor_samples)
+                                            samples=cfg.predictor_samples, text_scale=cfg.text_scale,
+                                            negative_instruction=negative)
             since_goal = 0
             goal_calls += 1
         elif mode == "planner":
@@ -536,7 +551,10 @@ def report_markdown(res: dict) -> str:
              f"saved frame (15 ticks, 60 ms); {_execution(s)}; goal period "
              f"{s['period']} steps, oracle horizon {s['horizon'] or 'the policy interval'}, planner replan "
              f"{s['replan'] or 'when used up'}, gripper {s['gripper']}"
-             f"{'' if s.get('guidance') is None else ', action guidance ' + format(s['guidance'], 'g')}.", "",
+             f"{'' if s.get('guidance') is None else ', action guidance ' + format(s['guidance'], 'g')}"
+             f"{'' if s.get('text_scale') is None else ', predictor text scale ' + format(s['text_scale'], 'g')}"
+             f"{'' if s.get('negative', 'none') == 'none' else ', predictor negative instruction ' + s['negative']}.",
+             "",
              "| task | mode | success | 95 % CI | n | mean sim time (s) | time to success (s) | wall s / episode |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     per = res["summary"]["per_task"]
@@ -567,6 +585,28 @@ def episode_instruction(env, wording: str) -> str:
     """The first ``wording`` paraphrase of the episode's instruction json (the seen one when it has none)."""
     ins = env.task.instructions()
     return (ins.get(wording) or ins["seen"])[0]
+
+
+def other_arm_instruction(env, wording: str) -> str:
+    """``episode_instruction`` with the other arm named: the same sentence and phrasing, only the arm differs."""
+    task = env.task
+    if not task.instructed:
+        raise ConfigError(f"rollout negative=other-arm: {task.name} episodes name no arm (needs --sim-set "
+                          "expert_strategy=instructed)")
+    ins = task.instructions(arm=task.other_arm(task.named_arm))
+    return (ins.get(wording) or ins["seen"])[0]
+
+
+def check_negative(cfg: RolloutConfig, sim_overrides: Sequence[str] | None) -> None:
+    """Refuse ``negative=other-arm`` before any episode runs when a task's episodes name no arm."""
+    from frameplan_core.sim.task_config import load_task_config
+
+    if cfg.negative != "other-arm" or "predictor" not in cfg.modes:
+        return
+    for task in cfg.tasks:
+        if load_task_config(task, None, list(sim_overrides or [])).expert_strategy != "instructed":
+            raise ConfigError(f"--negative other-arm: {task} episodes name no arm; add --sim-set "
+                              "expert_strategy=instructed")
 
 
 def load_previous(out: Path, cfg: RolloutConfig) -> dict | None:

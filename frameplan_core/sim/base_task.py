@@ -158,13 +158,14 @@ class SimTask:
         """Whether the instruction names the arm and success asks for it (``expert_strategy: instructed``)."""
         return self.cfg.expert_strategy == "instructed"
 
-    def instructions(self) -> dict[str, list[str]]:
+    def instructions(self, arm: str | None = None) -> dict[str, list[str]]:
         """The episode's instruction json (seen/unseen paraphrases): the task templates in a seed-shuffled order,
-        each naming the arm to use when the episode is instructed."""
+        each naming the arm to use when the episode is instructed. ``arm``: the same sentences naming that arm
+        instead (e.g. the other one, as a negative instruction for the foresight)."""
         from frameplan_core.data.instructions import for_episode, naming_arm
 
         ins = for_episode(self.name, self.seed)
-        return naming_arm(ins, self.named_arm, self.seed) if self.instructed else ins
+        return naming_arm(ins, arm or self.named_arm, self.seed) if self.instructed else ins
 
     @property
     def named_arm(self) -> str | None:
