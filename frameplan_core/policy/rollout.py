@@ -581,9 +581,10 @@ def report_markdown(res: dict) -> str:
     return "\n".join(lines)
 
 
-def episode_instruction(env, wording: str) -> str:
-    """The first ``wording`` paraphrase of the episode's instruction json (the seen one when it has none)."""
-    ins = env.task.instructions()
+def episode_instruction(env, wording: str, arm: str | None = None) -> str:
+    """The first ``wording`` paraphrase of the episode's instruction json (the seen one when it has none);
+    ``arm``: the same sentence naming that arm instead (instructed episodes)."""
+    ins = env.task.instructions(arm=arm)
     return (ins.get(wording) or ins["seen"])[0]
 
 
@@ -593,8 +594,7 @@ def other_arm_instruction(env, wording: str) -> str:
     if not task.instructed:
         raise ConfigError(f"rollout negative=other-arm: {task.name} episodes name no arm (needs --sim-set "
                           "expert_strategy=instructed)")
-    ins = task.instructions(arm=task.other_arm(task.named_arm))
-    return (ins.get(wording) or ins["seen"])[0]
+    return episode_instruction(env, wording, arm=task.other_arm(task.named_arm))
 
 
 def check_negative(cfg: RolloutConfig, sim_overrides: Sequence[str] | None) -> None:
