@@ -143,6 +143,22 @@ def test_rollout_every_mode_one_short_episode(sim, policies, tmp_path, capsys):
     assert len(json.loads((out / "results.json").read_text())["episodes"]) == 5
 
 
+def test_negative_arm_only_touches_predictor_goals(sim, policies, tmp_path, capsys):
+    """``--negative other-arm`` concerns the predictor's goals alone: without predictor mode it is no reason to
+    refuse a task whose episodes name no arm, nor to fail its episodes."""
+    from frameplan_cli.main import main
+
+    _, overrides = sim
+    goal, nogoal = policies
+    sets = [a for o in overrides for a in ("--sim-set", o)]
+    out = tmp_path / "run"
+    assert main(["rollout", "--task", TASK, "--mode", "none", "--episodes", "1", "--max-steps", "2", "--execute", "2",
+                 "--policy", str(goal), "--baseline", str(nogoal), "--negative", "other-arm", "--no-media",
+                 "--out", str(out), *sets]) == 0, capsys.readouterr().err
+    (ep,) = json.loads((out / "results.json").read_text())["episodes"]
+    assert ep["error"] is None and ep["steps"] == 2
+
+
 def test_goal_dropout_policy_as_its_own_baseline_with_guidance(sim, policies, tmp_path, capsys):
     """A goal policy trained with goal_dropout drives mode none with its no-goal token and the goal modes with action
     guidance; the guidance is recorded with the results."""

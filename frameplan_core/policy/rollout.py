@@ -362,7 +362,7 @@ def run_policy(env, mode: str, models: Models, task: str, episode: int, seed: in
     obs = env.observe(render=True)
     image = obs.rgb()
     instruction = episode_instruction(env, cfg.wording)
-    negative = other_arm_instruction(env, cfg.wording) if cfg.negative == "other-arm" else None
+    negative = other_arm_instruction(env, cfg.wording) if cfg.negative == "other-arm" and mode == "predictor" else None
     oracle = None
     if mode == "oracle":
         if not expert_frames:
