@@ -38,6 +38,7 @@ from frameplan_core.errors import ConfigError, FrameplanError, ModelError
 from frameplan_core.policy.config import GRIPPERS, LEFT_ARM, RIGHT_ARM, check_guidance_range
 from frameplan_core.policy.ensemble import ChunkEnsemble
 from frameplan_core.policy.follow import DEFAULT_THRESHOLD, OracleGoals, PlanFollower
+from frameplan_core.predictor.config import is_guidance_scale
 from frameplan_core.sim.task_config import TASK_NAMES
 
 log = logging.getLogger(__name__)
@@ -133,7 +134,7 @@ class RolloutConfig:
         if self.negative not in NEGATIVES:
             raise ConfigError(f"rollout negative={str(self.negative)[:40]!r}: expected one of {', '.join(NEGATIVES)}")
         ts = self.text_scale
-        if ts is not None and (isinstance(ts, bool) or not isinstance(ts, (int, float)) or not 0.0 <= ts <= 100.0):
+        if ts is not None and not is_guidance_scale(ts):
             raise ConfigError(f"rollout text_scale={str(ts)[:40]}: expected a number in [0, 100] (or unset: the "
                               "predictor's own)")
         self.modes = [m for m in MODES if m in self.modes]  # canonical order: expert first (the oracle uses it)

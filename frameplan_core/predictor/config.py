@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -45,6 +44,11 @@ TINY_SD_UNET = {
 MAX_SAMPLES = 64  # samples averaged per prediction: all of them run as one batch, so this bounds the memory
 
 
+def is_guidance_scale(v) -> bool:
+    """A classifier-free guidance scale the sampler accepts: a real number in [0, 100] (not a bool, not NaN)."""
+    return not isinstance(v, bool) and isinstance(v, (int, float)) and 0.0 <= float(v) <= 100.0
+
+
 @dataclass
 class SamplingConfig:
     """Default inference settings; ``paper()`` is InstructPix2Pix's (300 UNet evaluations per frame).
@@ -83,7 +87,7 @@ class SamplingConfig:
                 raise ConfigError(f"{where}.{name}: expected an integer in [0, {hi}], got {v!r}")
         for name in ("text_scale", "image_scale"):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= float(v) <= 100.0 or math.isnan(v):
+            if not is_guidance_scale(v):
                 raise ConfigError(f"{where}.{name}: expected a number in [0, 100], got {v!r}")
         return self
 
