@@ -156,9 +156,11 @@ def test_compressed_replay_drives_the_foresight_node_and_bad_messages_are_counte
                           ("rgb8; png compressed bgr8", _png_header(50_000, 50_000)),
                           ("16UC1; compressedDepth png", b"\x89PNG" + bytes(30))):
             bad.publish(_msg(fmt, data))
-        # the bridge publishes the episode raw and compressed; the node subscribes to the compressed topic only
+        # the bridge publishes the episode raw and compressed; the node subscribes to the compressed topic only.
+        # The bridge starts once the probe has matched; the node may match it later on a loaded machine (CI),
+        # so the six-frame episode loops until the node has answered.
         bridge = NodeProcess("frameplan_ros.sim_bridge_node", config_path("sim_bridge.yaml"),
-                             {"source": "replay", "episode": str(episode), "loop": False, "camera_qos": "reliable",
+                             {"source": "replay", "episode": str(episode), "loop": True, "camera_qos": "reliable",
                               "publish_compressed": True, "compressed_format": "png", "publish_depth": False,
                               "wait_for_subscribers": 1, "replay_rate": 10.0, "instruction_topic": "/unused"},
                              log_path=tmp_path / "bridge.log")
