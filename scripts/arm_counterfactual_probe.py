@@ -45,6 +45,7 @@ def main(model: str, drawn: str, swapped: str, horizon: str = "50", wording: str
     p = FramePredictor.from_pretrained(model)
     h = int(horizon)
     ts = None if text_scale is None else float(text_scale)
+    shown_scale = p.config.sampling.text_scale if ts is None else ts
     results = {"plain": [], "negative": []}
     for ea, eb in twins(Path(drawn), Path(swapped)):
         x = rgb(ea, 0)
@@ -71,7 +72,7 @@ def main(model: str, drawn: str, swapped: str, horizon: str = "50", wording: str
     for label, rows in results.items():
         m = np.array(rows).reshape(-1)
         w = np.array(rows).reshape(-1, 2).sum(1)
-        print(f"{model} [{label}, {wording} wording, horizon {h}, text scale {ts or p.config.sampling.text_scale}]: "
+        print(f"{model} [{label}, {wording} wording, horizon {h}, text scale {shown_scale}]: "
               f"{len(rows)} scenes; predictions closer to the named arm's future {int((m > 0).sum())}/{m.size}; "
               f"mean margin {m.mean() if m.size else 0:+.2f} grey levels; word effect > 0 in {int((w > 0).sum())}/"
               f"{w.size} scenes, mean {w.mean() if w.size else 0:+.2f}")
