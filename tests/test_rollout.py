@@ -288,5 +288,81 @@ def test_summary_counts_how_often_the_named_arm_moved():
            ep("oracle", None, "left", True)]
     per = summarize(eps, [TASK], ["oracle", "none"])["per_task"][TASK]
     assert per["none"]["named_arm_moved"] == [1, 2] and "named_arm_moved" not in per["oracle"]
+    assert "named_arm_first" not in per["none"]  # results written before first_moved was recorded
+    eps[0]["first_moved"], eps[1]["first_moved"] = "right", "left"  # a handover: the giver moves first, not furthest
+    per = summarize(eps, [TASK], ["oracle", "none"])["per_task"][TASK]
+    assert per["none"]["named_arm_first"] == [1, 2] and per["none"]["named_arm_moved"] == [1, 2]
     with pytest.raises(ConfigError, match="wording"):
         RolloutConfig(wording="random").validate()
+
+
+class SharedTimeline(RecordedCommands):
+    """RecordedCommands whose position in the recording is shared with its twins (so a handoff continues the
+    expert's commands where the other controller left them) and which logs the policy steps it was asked at."""
+
+    def __init__(self, commands: np.ndarray, execute: int, clock: list[int], goal: bool) -> None:
+        from frameplan_core.policy import PolicyConfig
+
+        super().__init__(commands, execute)
+        self.clock, self.asked, self.goals = clock, [], []
+        self.config = PolicyConfig(goal=goal)
+
+    def act(self, image, joint_state, goal=None):
+        self.asked.append(self.clock[0])
+        self.goals.append(goal is not None)
+        idx = np.minimum(self.clock[0] + np.arange(1, self.config.chunk + 1), len(self.commands) - 1)
+        self.clock[0] += self.execute
+        return self.commands[idx]
+
+
+def test_handoff_gives_the_episode_to_the_baseline_once_an_arm_has_moved(sim):
+    """``handoff``: the goal policy acts (with goals) until an arm's joints have gone ``handoff`` rad from the start,
+    then the no-foresight baseline acts (without goals, no new goals made) for the rest of the episode; with the
+    expert's own commands on both sides the episode still succeeds, and a handoff never reached changes nothing."""
+    from frameplan_core.data.robotwin import RoboTwinEpisode, episode_dir
+    from frameplan_core.errors import ConfigError
+    from frameplan_core.policy.rollout import Models, RolloutConfig, make_env, run_expert, run_policy
+
+    root, overrides = sim
+    ep = RoboTwinEpisode(episode_dir(root / "data", TASK, TINY, 0))
+    commands, seed = ep.joint_commands(), ep.scene_info["seed"]
+    env = make_env("head_camera", 15, overrides)
+    try:
+        _, frames = run_expert(env, TASK, 0, seed, keep_frames=True)
+        results = {}
+        for handoff in (0.05, 9.0):
+            clock = [0]
+            goal, base = SharedTimeline(commands, 4, clock, True), SharedTimeline(commands, 4, clock, False)
+            cfg = RolloutConfig(tasks=[TASK], modes=["oracle"], execute=4, period=2, handoff=handoff,
+                                max_steps=len(commands) + 20).validate()
+            results[handoff] = (run_policy(env, "oracle", Models(policy=goal, baseline=base), TASK, 0, seed, cfg, frames),
+                                goal, base)
+    finally:
+        env.close()
+    res, goal, base = results[0.05]
+    assert res.success and res.handoff_step is not None and 0 < res.handoff_step < res.steps, res
+    assert goal.asked and max(goal.asked) < res.handoff_step and all(goal.goals)
+    assert base.asked and min(base.asked) == res.handoff_step and not any(base.goals)
+    assert res.goal_calls == len(goal.asked)  # a goal for each of its calls (period 2 < execute 4), none after
+    res, goal, base = results[9.0]
+    assert res.success and res.handoff_step is None and not base.asked
+    for bad in (0, -1.0, float("nan"), 11):
+        with pytest.raises(ConfigError, match="handoff"):
+            RolloutConfig(handoff=bad).validate()
+
+
+def test_handoff_from_the_cli_loads_the_baseline_and_reports_it(sim, policies, tmp_path, capsys):
+    from frameplan_cli.main import main
+
+    _, overrides = sim
+    goal, nogoal = policies
+    out = tmp_path / "run"
+    sets = [a for o in overrides for a in ("--sim-set", o)]
+    assert main(["rollout", "--task", TASK, "--mode", "oracle", "--episodes", "1", "--max-steps", "6", "--period", "2",
+                 "--execute", "2", "--policy", str(goal), "--baseline", str(nogoal), "--handoff", "0.001", "--no-media",
+                 "--out", str(out), *sets]) == 0, capsys.readouterr().err
+    res = json.loads((out / "results.json").read_text())
+    (ep,) = [e for e in res["episodes"] if e["mode"] == "oracle"]
+    assert res["settings"]["handoff"] == 0.001 and "baseline" in res["models"]  # loaded without mode none
+    assert ep["handoff_step"] is not None and ep["steps"] == 6
+    assert "hand over to the no-foresight policy once an arm has moved 0.001 rad" in (out / "report.md").read_text()

@@ -442,6 +442,44 @@ def test_instructed_strategy_names_the_arm_and_success_asks_for_it(tmp_path, nam
     fixed = make_task(name, seed=4, camera_type=TINY, cameras=(), config=_config(name, yaml_))
     assert fixed.named_arm is None and fixed.instructions() == for_episode(name, 4)
     fixed.close()
-    with pytest.raises(SimError, match="instructed"):
-        make_task("block_handover", seed=3, camera_type=TINY, cameras=(),
-                  config=_config("block_handover", yaml_, expert_strategy="instructed"))
+
+
+def test_instructed_handover_names_the_giver_and_success_asks_for_the_other_mat(tmp_path):
+    """block_handover ``instructed``: the block in the middle, a mat on either side; the instruction names the arm
+    that picks the block up (a sentence that tells the direction is turned around for a right giver) and the task
+    succeeds only with the block on the taker's mat: the expert following the instruction succeeds, the same
+    expert with the other giver does not. The default scene is untouched; varied keeps its hand-over point."""
+    from frameplan_core.data.instructions import for_episode, swap_sides
+    from frameplan_core.sim import make_task
+
+    yaml_ = _camera_config(tmp_path)
+    cfg = _config("block_handover", yaml_, expert_strategy="instructed")
+    task = make_task("block_handover", seed=0, camera_type=TINY, cameras=(), config=cfg)
+    assert task.named_arm == task.side == task.layout["strategy"]["arm"] == "right"
+    (lx, _), (rx, _) = task.targets["left"], task.targets["right"]
+    assert lx < -0.15 and rx > 0.15 and abs(task.layout["block_xy_yaw"][0]) <= 0.04
+    ins, other = task.instructions(), task.instructions(arm="left")
+    for split in ("seen", "unseen"):
+        assert len(ins[split]) == len(for_episode("block_handover", 0)[split])
+        for a, b in zip(ins[split], other[split]):
+            assert a != b and swap_sides(a) == b  # only the direction differs
+    assert "hand the block over from the right arm to the left arm" in ins["seen"]
+    assert _run_expert(task)
+    task.close()
+
+    wrong = make_task("block_handover", seed=0, camera_type=TINY, cameras=(), config=cfg)
+    wrong.side = "left"  # the expert handing over in the direction the instruction did not name
+    try:
+        done = _run_expert(wrong)
+    except SimError:
+        done = False
+    assert not done and np.linalg.norm(wrong.objects["block"].pose.p[:2] - wrong.targets["right"]) < 0.04
+    wrong.close()
+
+    fixed = make_task("block_handover", seed=0, camera_type=TINY, cameras=(), config=_config("block_handover", yaml_))
+    assert fixed.named_arm is None and "target_left" not in fixed.objects and fixed.layout["block_xy_yaw"][0] < -0.15
+    assert fixed.instructions() == for_episode("block_handover", 0)
+    fixed.close()
+    with pytest.raises(SimError, match="arm_choice"):  # varied moves the hand-over point: no arm to swap
+        make_task("block_handover", seed=0, camera_type=TINY, cameras=(),
+                  config=_config("block_handover", yaml_, expert_strategy="varied", arm_choice="swapped"))

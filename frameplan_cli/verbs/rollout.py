@@ -76,6 +76,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--negative", choices=("none", "other-arm"), default="none",
                         help="predictor goals: negative instruction; other-arm = the episode's sentence naming the "
                              "other arm (instructed episodes, --sim-set expert_strategy=instructed)")
+    parser.add_argument("--handoff", type=float, default=None, metavar="RAD",
+                        help="goal modes: once an arm's joints have moved RAD from the start, the no-foresight "
+                             "--baseline acts for the rest of the episode (the goal chooses, the baseline executes; "
+                             "default: off)")
     parser.add_argument("--no-media", action="store_true", help="no contact sheets or GIFs")
     parser.add_argument("--workers", type=int, default=1, help="parallel processes (one simulator each)")
     parser.add_argument("--device", default="cpu", help="where the models run (cpu, cuda, auto)")
@@ -113,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
         threshold=args.threshold or None, max_steps=args.max_steps, gripper=args.gripper,
         oracle_sync=args.oracle_sync, predictor_samples=args.samples, planner_samples=args.samples,
         guidance=args.guidance, media=not args.no_media, wording=args.wording, text_scale=args.text_scale,
-        negative=args.negative).validate()
+        negative=args.negative, handoff=args.handoff).validate()
     R.check_negative(cfg, args.sim_overrides)
     if args.workers < 1:
         raise ConfigError(f"--workers {args.workers}: must be >= 1")
@@ -126,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
                           "another folder")
     spec = {"policy": args.policy, "baseline": args.baseline, "predictor": args.predictor, "planner": args.planner,
             "device": args.device}
-    models = R.load_models(cfg.modes, tasks=cfg.tasks, **spec)
+    models = R.load_models(cfg.modes, tasks=cfg.tasks, handoff=cfg.handoff is not None, **spec)
     R.check_tasks(models, cfg.tasks)  # a specialist policy on a task it never saw: refused before anything is written
     if cfg.guidance is not None:
         for policy in models.policies("policy"):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import random
+import re
 from pathlib import Path
 from typing import Any
 
@@ -151,6 +152,19 @@ STEP_PARAPHRASES: dict[str, dict[str, list[str]]] = {
                  "withdraw the left arm and move the block to the right side"],
         "unseen": ["retract the left hand and bring the cube over to the right",
                    "clear the left arm and carry the cube rightwards"]},
+    "release the block with the right gripper": {
+        "seen": ["release the block with the right gripper", "open the right gripper",
+                 "let go of the block with the right hand"],
+        "unseen": ["loosen the right gripper's hold on the block", "the right hand lets the cube go"]},
+    "move the right arm away and carry the block to the left side": {
+        "seen": ["move the right arm away and carry the block to the left side",
+                 "pull the right arm back and take the block to the left",
+                 "withdraw the right arm and move the block to the left side"],
+        "unseen": ["retract the right hand and bring the cube over to the left",
+                   "clear the right arm and carry the cube leftwards"]},
+    "move the left arm away": {
+        "seen": ["move the left arm away", "pull the left arm back", "withdraw the left arm"],
+        "unseen": ["retract the left hand", "take the left arm out of the way"]},
     "release the block": {
         "seen": ["release the block", "let go of the block", "open the gripper and drop the block"],
         "unseen": ["set the cube free", "loosen the grip on the block"]},
@@ -278,18 +292,37 @@ ARM_PHRASES: dict[str, list[str]] = {
 }
 
 
-def naming_arm(instructions: dict[str, list[str]], side: str, seed: int) -> dict[str, list[str]]:
+# block_handover names the giver, the arm that picks the block up (the other one takes it to its side's mat).
+GIVER_PHRASES: dict[str, list[str]] = {
+    "seen": ["starting with the {side} arm", "picking it up with the {side} arm", "the {side} arm picks it up first",
+             "with the {side} arm as the giver", "lifting it with the {side} arm first", "the {side} arm gives it"],
+    "unseen": ["the {side} gripper grabs it first", "letting the arm on the {side} begin",
+               "with the {side}-hand manipulator handing it off"],
+}
+
+
+def swap_sides(text: str) -> str:
+    """``text`` with the words left and right exchanged (a handover sentence in the other direction)."""
+    return re.sub(r"\b(left|right)\b", lambda m: "right" if m.group(1) == "left" else "left", text)
+
+
+def naming_arm(instructions: dict[str, list[str]], side: str, seed: int, task: str = "") -> dict[str, list[str]]:
     """The episode's instruction json with every paraphrase naming the arm to use (``side``: left or right), each
-    with an arm phrasing chosen by (seed, paraphrase) from the same split."""
+    with an arm phrasing chosen by (seed, paraphrase) from the same split. block_handover names the giver: a
+    template that already tells the direction (left to right) is turned around for a right giver, the others get
+    a giver phrasing."""
     if side not in ("left", "right"):
         raise DataError(f"naming_arm: side must be 'left' or 'right', got {str(side)[:40]!r}")
+    handover = canonical_task(task) == "block_handover"
+    table = GIVER_PHRASES if handover else ARM_PHRASES
     out = {}
     for split, lst in instructions.items():
-        phrases = ARM_PHRASES.get(split)
+        phrases = table.get(split)
         if not isinstance(lst, list) or phrases is None:
             out[split] = lst
             continue
-        out[split] = [f"{text}, {pick(phrases, seed, text).format(side=side)}" for text in lst]
+        out[split] = [(text if side == "left" else swap_sides(text)) if handover and swap_sides(text) != text
+                      else f"{text}, {pick(phrases, seed, text).format(side=side)}" for text in lst]
     return out
 
 

@@ -77,6 +77,11 @@ class RolloutConfig:
     negative: ``other-arm`` gives the predictor, in instructed episodes, the same sentence naming the other arm as
         its negative instruction, so text guidance pushes the goal away from the wrong arm (docs/PREDICTOR.md);
         ``none``: the empty text (the paper's guidance).
+    handoff: goal modes, joint-space distance (rad) from the start at which the no-foresight baseline takes over
+        for the rest of the episode, once the arm that moved furthest has gone that far (None: the goal policy acts
+        throughout). The goal then decides the strategy (which arm, instructed episodes) and the baseline carries
+        it out from a state that shows it: worth it where the baseline executes better (chosen per task on val,
+        docs/eval/closed_loop.md "Handoff").
     """
 
     tasks: list[str] = field(default_factory=lambda: list(TASK_NAMES))
@@ -100,6 +105,7 @@ class RolloutConfig:
     wording: str = "seen"
     text_scale: float | None = None
     negative: str = "none"
+    handoff: float | None = None
 
     def validate(self) -> RolloutConfig:
         unknown = [t for t in self.tasks if t not in TASK_NAMES]
@@ -137,6 +143,9 @@ class RolloutConfig:
         if ts is not None and not is_guidance_scale(ts):
             raise ConfigError(f"rollout text_scale={str(ts)[:40]}: expected a number in [0, 100] (or unset: the "
                               "predictor's own)")
+        if self.handoff is not None and not (isinstance(self.handoff, (int, float)) and 0 < self.handoff <= 10):
+            raise ConfigError(f"rollout handoff={str(self.handoff)[:40]}: expected a joint distance in (0, 10] rad (or "
+                              "unset: off)")
         self.modes = [m for m in MODES if m in self.modes]  # canonical order: expert first (the oracle uses it)
         return self
 
@@ -169,6 +178,8 @@ class EpisodeResult:
     error: str | None = None  # e.g. the expert's planner failed
     arm: str | None = None  # the arm the instruction names (expert_strategy: instructed), else None
     moved: str | None = None  # the arm whose joints went furthest from where they started (policy modes)
+    handoff_step: int | None = None  # the policy step at which the baseline took over (RolloutConfig.handoff)
+    first_moved: str | None = None  # the first arm whose joints went MOVED_RAD from the start (block_handover: the giver)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -245,10 +256,13 @@ def _load_policy(name: str, tasks: Sequence[str], nogoal: bool, device: str):
 
 
 def load_models(modes: Sequence[str], policy: str = "tiny", baseline: str = "tiny-nogoal", predictor: str = "tiny",
-                planner: str = "tiny", device: str = "cpu", tasks: Sequence[str] = ()) -> Models:
+                planner: str = "tiny", device: str = "cpu", tasks: Sequence[str] = (), handoff: bool = False) -> Models:
     """Load what ``modes`` need; ModelError naming the flag when a policy does not fit its mode. ``specialists`` as
-    ``policy`` / ``baseline`` loads each of ``tasks``' own embedded specialist."""
+    ``policy`` / ``baseline`` loads each of ``tasks``' own embedded specialist. ``handoff``: the goal modes hand
+    over to the baseline (``RolloutConfig.handoff``), so it is loaded with them."""
     m = Models()
+    if handoff and any(x in GOAL_MODES for x in modes):
+        modes = [*modes, "none"]
     if any(x in GOAL_MODES for x in modes):
         m.policy, m.sources["policy"] = _load_policy(policy, tasks, False, device)
         if any(not p.config.goal for p in m.policies("policy")):
@@ -377,32 +391,42 @@ def run_policy(env, mode: str, models: Models, task: str, episode: int, seed: in
     success = env.success()
     start = np.asarray(obs.joint_state, dtype=np.float64)
     reach = np.zeros(2)  # per arm, the largest joint-space distance from the start
+    handoff_step: int | None = None
+    first_moved: str | None = None
     while steps < max_steps and not success:
+        if cfg.handoff is not None and handoff_step is None and mode in GOAL_MODES and reach.max() >= cfg.handoff:
+            # the foresight has committed an arm: the no-foresight policy carries on from a state that shows it
+            policy, handoff_step, goal = models.policy_for("none", task), steps, None
+            pc = policy.config
+            ensemble = ChunkEnsemble(cfg.ensemble) if cfg.ensemble is not None else None
+            execute = 1 if ensemble is not None else min(cfg.execute, pc.chunk)
         tg = time.perf_counter()
-        if mode == "oracle" and (goal is None or since_goal >= cfg.period):
-            goal, since_goal = oracle.goal(image, steps), 0
-            goal_calls += 1
-        elif mode == "predictor" and (goal is None or since_goal >= cfg.period):
-            goal = models.predictor.predict(image, instruction, output_size="input", seed=seed + steps,
-                                            samples=cfg.predictor_samples, text_scale=cfg.text_scale,
-                                            negative_instruction=negative)
-            since_goal = 0
-            goal_calls += 1
-        elif mode == "planner":
-            if follower is None or follower.exhausted or (cfg.replan and since_plan >= cfg.replan):
-                plan = models.planner.plan(image, instruction=instruction, seed=seed + steps,
-                                           samples=cfg.planner_samples)
-                follower = PlanFollower.from_plan(plan.frames, image, models.planner.config.crop_policy, budget,
-                                                  cfg.threshold)
-                since_plan = taken = 0
+        if handoff_step is None:  # after the handoff no goals are made
+            if mode == "oracle" and (goal is None or since_goal >= cfg.period):
+                goal, since_goal = oracle.goal(image, steps), 0
                 goal_calls += 1
-            goal = follower.update(image, taken)
+            elif mode == "predictor" and (goal is None or since_goal >= cfg.period):
+                goal = models.predictor.predict(image, instruction, output_size="input", seed=seed + steps,
+                                                samples=cfg.predictor_samples, text_scale=cfg.text_scale,
+                                                negative_instruction=negative)
+                since_goal = 0
+                goal_calls += 1
+            elif mode == "planner":
+                if follower is None or follower.exhausted or (cfg.replan and since_plan >= cfg.replan):
+                    plan = models.planner.plan(image, instruction=instruction, seed=seed + steps,
+                                               samples=cfg.planner_samples)
+                    follower = PlanFollower.from_plan(plan.frames, image, models.planner.config.crop_policy, budget,
+                                                      cfg.threshold)
+                    since_plan = taken = 0
+                    goal_calls += 1
+                goal = follower.update(image, taken)
         goal_s += time.perf_counter() - tg
         if media is not None:
             media.add(image, goal, env.tick * TIMESTEP)
         tp = time.perf_counter()
-        extra = {"guidance": cfg.guidance} if cfg.guidance is not None and mode != "none" else {}
-        chunk = policy.act(image, obs.joint_state, goal if pc.goal and mode != "none" else None, **extra)
+        goal_used = mode != "none" and handoff_step is None
+        extra = {"guidance": cfg.guidance} if cfg.guidance is not None and goal_used else {}
+        chunk = policy.act(image, obs.joint_state, goal if pc.goal and goal_used else None, **extra)
         policy_s += time.perf_counter() - tp
         taken = 0
         if ensemble is not None:
@@ -415,6 +439,8 @@ def run_policy(env, mode: str, models: Models, task: str, episode: int, seed: in
             obs = env.step(cmd, ticks=pc.step_ticks, interpolate=True, render=last)
             delta = np.abs(np.asarray(obs.joint_state, dtype=np.float64) - start)
             reach = np.maximum(reach, [delta[LEFT_ARM].max(), delta[RIGHT_ARM].max()])
+            if first_moved is None and reach.max() >= MOVED_RAD:
+                first_moved = ("left", "right")[int(np.argmax(reach))]
             steps += 1
             taken += 1
             success = env.success()
@@ -428,7 +454,8 @@ def run_policy(env, mode: str, models: Models, task: str, episode: int, seed: in
     moved = None if reach.max() < MOVED_RAD else ("left", "right")[int(np.argmax(reach))]
     return EpisodeResult(task, mode, episode, seed, bool(success), steps, env.tick, round(env.tick * TIMESTEP, 3),
                          round(time.perf_counter() - t0, 2), goal_calls, round(goal_s, 2), round(policy_s, 2),
-                         arm=env.task.named_arm, moved=moved)
+                         arm=env.task.named_arm, moved=moved, handoff_step=handoff_step,
+                         first_moved=first_moved)
 
 
 def run_seed(env, models: Models, task: str, episode: int, cfg: RolloutConfig, want_media: bool = False,
@@ -478,6 +505,9 @@ def summarize(episodes: Sequence[dict], tasks: Sequence[str], modes: Sequence[st
             named = [e for e in eps if e.get("arm") and e.get("moved")]
             if named:  # instructed episodes: how often the policy worked with the arm the instruction named
                 out[task][mode]["named_arm_moved"] = [sum(1 for e in named if e["moved"] == e["arm"]), len(named)]
+            first = [e for e in eps if e.get("arm") and e.get("first_moved")]
+            if first:  # the arm that started the work: block_handover's giver (both arms move there)
+                out[task][mode]["named_arm_first"] = [sum(1 for e in first if e["first_moved"] == e["arm"]), len(first)]
     mean = {}
     for mode in modes:
         rates = [out[t][mode]["rate"] for t in tasks if t in out and mode in out[t]]
@@ -544,6 +574,12 @@ def _execution(settings: dict) -> str:
     return f"policy asked every step, chunks temporally ensembled (k = {k:g})"
 
 
+def _handoff(rad: float, episodes: Sequence[dict]) -> str:
+    took = [e["handoff_step"] for e in episodes if e.get("handoff_step") is not None]
+    when = f", at step {np.median(took):.0f} (median) in {len(took)} episode(s)" if took else ""
+    return f"; goal modes hand over to the no-foresight policy once an arm has moved {rad:g} rad{when}"
+
+
 def report_markdown(res: dict) -> str:
     s = res["settings"]
     lines = [f"# Closed-loop rollouts{' (INTERRUPTED: partial results)' if res['interrupted'] else ''}", "",
@@ -554,7 +590,8 @@ def report_markdown(res: dict) -> str:
              f"{s['replan'] or 'when used up'}, gripper {s['gripper']}"
              f"{'' if s.get('guidance') is None else ', action guidance ' + format(s['guidance'], 'g')}"
              f"{'' if s.get('text_scale') is None else ', predictor text scale ' + format(s['text_scale'], 'g')}"
-             f"{'' if s.get('negative', 'none') == 'none' else ', predictor negative instruction ' + s['negative']}.",
+             f"{'' if s.get('negative', 'none') == 'none' else ', predictor negative instruction ' + s['negative']}"
+             f"{'' if s.get('handoff') is None else _handoff(s['handoff'], res['episodes'])}.",
              "",
              "| task | mode | success | 95 % CI | n | mean sim time (s) | time to success (s) | wall s / episode |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
@@ -570,6 +607,11 @@ def report_markdown(res: dict) -> str:
     if followed:
         lines += ["", "Instructed episodes, the arm the instruction names was the one that moved (policy modes): "
                   + ", ".join(followed)]
+    started = [f"{task} {mode} {v['named_arm_first'][0]}/{v['named_arm_first'][1]}" for task, modes in per.items()
+               for mode, v in modes.items() if v.get("named_arm_first")]
+    if started:
+        lines += ["", "… and the one that moved first (block_handover: the giver the instruction names): "
+                  + ", ".join(started)]
     mean = res["summary"]["mean_over_tasks"]
     if mean:
         lines += ["", "Mean success over tasks: " + ", ".join(f"{m} {100 * v['rate']:.1f} % ({v['tasks']} tasks)"
@@ -703,7 +745,7 @@ def _worker(cfg: RolloutConfig, model_spec: dict, camera: str, step_ticks: int, 
     import queue as queue_mod
 
     try:
-        models = load_models(cfg.modes, **{"tasks": cfg.tasks, **model_spec})
+        models = load_models(cfg.modes, **{"tasks": cfg.tasks, "handoff": cfg.handoff is not None, **model_spec})
         env = make_env(camera, step_ticks, sim_overrides)
         while True:
             try:

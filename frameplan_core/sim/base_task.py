@@ -165,7 +165,7 @@ class SimTask:
         from frameplan_core.data.instructions import for_episode, naming_arm
 
         ins = for_episode(self.name, self.seed)
-        return naming_arm(ins, arm or self.named_arm, self.seed) if self.instructed else ins
+        return naming_arm(ins, arm or self.named_arm, self.seed, self.name) if self.instructed else ins
 
     @property
     def named_arm(self) -> str | None:

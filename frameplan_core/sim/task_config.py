@@ -104,6 +104,8 @@ class TaskConfig:
     # where the hand-over happens), drawn from its own seed stream and recorded in scene_info's layout.strategy.
     # instructed: the varied arm choice (block_hammer_beat, blocks_stack_easy), named in the episode's instruction
     # ("... with the left arm"), and the success check asks for that arm: only the instruction tells which is right.
+    # block_handover: the block in the middle, a mat on either side, the instruction names the giver and success asks
+    # for the block on the other arm's mat.
     expert_strategy: Literal["fixed", "varied", "instructed"] = "fixed"
     # varied / instructed tasks with an arm choice: drawn = the arm the seed's strategy stream draws; swapped = the
     # other one, in the very same scene (the counterfactual of the drawn episode: same seed, the other arm named)
