@@ -315,14 +315,17 @@ def naming_arm(instructions: dict[str, list[str]], side: str, seed: int, task: s
         raise DataError(f"naming_arm: side must be 'left' or 'right', got {str(side)[:40]!r}")
     handover = canonical_task(task) == "block_handover"
     table = GIVER_PHRASES if handover else ARM_PHRASES
+
+    def named(text: str, phrases: list[str]) -> str:
+        swapped = swap_sides(text) if handover else text
+        if swapped != text:  # the sentence tells the direction itself (written for a left giver)
+            return text if side == "left" else swapped
+        return f"{text}, {pick(phrases, seed, text).format(side=side)}"
+
     out = {}
     for split, lst in instructions.items():
         phrases = table.get(split)
-        if not isinstance(lst, list) or phrases is None:
-            out[split] = lst
-            continue
-        out[split] = [(text if side == "left" else swap_sides(text)) if handover and swap_sides(text) != text
-                      else f"{text}, {pick(phrases, seed, text).format(side=side)}" for text in lst]
+        out[split] = [named(t, phrases) for t in lst] if isinstance(lst, list) and phrases is not None else lst
     return out
 
 

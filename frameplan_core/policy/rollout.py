@@ -359,6 +359,12 @@ def run_expert(env, task: str, episode: int, seed: int, keep_frames: bool = True
                          error=error, arm=env.task.named_arm if env.task is not None else None), frames
 
 
+def _execution_state(cfg: RolloutConfig, pc) -> tuple[ChunkEnsemble | None, int]:
+    """A fresh temporal ensemble (or None) and the commands sent per policy call, for the policy whose config is ``pc``."""
+    ensemble = ChunkEnsemble(cfg.ensemble) if cfg.ensemble is not None else None
+    return ensemble, 1 if ensemble is not None else min(cfg.execute, pc.chunk)
+
+
 def run_policy(env, mode: str, models: Models, task: str, episode: int, seed: int, cfg: RolloutConfig,
                expert_frames: list[np.ndarray] | None = None, media: Media | None = None) -> EpisodeResult:
     """One closed-loop episode of ``mode`` (oracle | predictor | planner | none)."""
@@ -370,8 +376,7 @@ def run_policy(env, mode: str, models: Models, task: str, episode: int, seed: in
     max_steps = cfg.max_steps or int(math.ceil(2.5 * mean_frames))
     horizon = cfg.horizon or pc.interval
     budget = cfg.subgoal_steps or max(1, int(round(1.5 * mean_frames / 8)))
-    ensemble = ChunkEnsemble(cfg.ensemble) if cfg.ensemble is not None else None
-    execute = 1 if ensemble is not None else min(cfg.execute, pc.chunk)
+    ensemble, execute = _execution_state(cfg, pc)
     t0 = time.perf_counter()
     env.reset(task, seed)
     obs = env.observe(render=True)
@@ -398,8 +403,7 @@ def run_policy(env, mode: str, models: Models, task: str, episode: int, seed: in
             # the foresight has committed an arm: the no-foresight policy carries on from a state that shows it
             policy, handoff_step, goal = models.policy_for("none", task), steps, None
             pc = policy.config
-            ensemble = ChunkEnsemble(cfg.ensemble) if cfg.ensemble is not None else None
-            execute = 1 if ensemble is not None else min(cfg.execute, pc.chunk)
+            ensemble, execute = _execution_state(cfg, pc)
         tg = time.perf_counter()
         if handoff_step is None:  # after the handoff no goals are made
             if mode == "oracle" and (goal is None or since_goal >= cfg.period):

@@ -67,7 +67,6 @@ class BlockHandover(SimTask):
             self.objects[name] = b.build_kinematic(name=name)
             self.objects[name].set_pose(pose([x, y, TABLE_HEIGHT + 0.0005]))
         self.targets = targets
-        self.target = targets["right"]
         self.side = "left"  # the giver
         self.layout = {"block_xy_yaw": [bx, by, byaw], "target_xy": [tx, ty], "block_color": color}
         if self.instructed:
@@ -122,8 +121,8 @@ class BlockHandover(SimTask):
     def check_success(self) -> bool:
         """The block released, flat on the table, on the mat: the taker's own (the arm not named) when instructed."""
         p = self.objects["block"].pose.p
-        target = self.targets[self.other_arm(self.named_arm)] if self.instructed else self.target
-        near_target = np.linalg.norm(p[:2] - target) < 0.04
+        taker = self.other_arm(self.named_arm) if self.instructed else "right"
+        near_target = np.linalg.norm(p[:2] - self.targets[taker]) < 0.04
         on_table = self.on_table(p[2], BLOCK_HALF[2], tol=0.01)
         released = not self.held_by_either(self.objects["block"])
         return bool(near_target and on_table and released)
