@@ -2,6 +2,7 @@
 import json
 import multiprocessing
 import pickle
+import re
 
 import cv2
 import h5py
@@ -245,6 +246,23 @@ def test_instruction_templates_and_deterministic_pick():
     assert instructions.choose("open_drawer", 0, "k") == ("open drawer", "task_name")
     with pytest.raises(DataError, match="known tasks"):
         instructions.templates("open_drawer")
+
+
+def test_handover_giver_is_named_by_one_side_word():
+    """Instructed block_handover: every template that tells the direction has a one-side-word form (the two
+    directions then differ by one word, not by word order); a foreign sentence that tells it is turned around."""
+    t = instructions.templates("block_handover")
+    assert set(instructions.GIVER_SENTENCES) <= set(t["seen"]) | set(t["unseen"])
+    side_words = re.compile(r"\b(left|right)\b")
+    for text in t["seen"] + t["unseen"]:
+        if side_words.search(text):
+            assert text in instructions.GIVER_SENTENCES, text  # no direction template without its one-word form
+    own = {"seen": ["hand it from the left arm to the right arm", "hand it over"], "unseen": []}
+    named = instructions.naming_arm(own, "right", 0, "handover")
+    assert named["seen"][0] == "hand it from the right arm to the left arm"
+    assert named["seen"][1].startswith("hand it over, ") and "right" in named["seen"][1]
+    assert instructions.naming_arm({"seen": ["hand the block over from the left arm to the right arm"]}, "right", 0,
+                                   "block_handover")["seen"] == ["hand the block over from the right arm to the other arm"]
 
 
 def test_writer_puts_side_files_in_place_before_the_episode(tmp_path):
