@@ -242,3 +242,25 @@ def test_convert_pairing_is_for_ip2p_only(episodes, tmp_path, capsys):
                  "--min-segment-frames", "0"]) == 1
     assert "convert min_segment_frames=0: must be >= 1" in capsys.readouterr().err
     assert not (tmp_path / "g").exists() and not (tmp_path / "s").exists()
+
+
+def test_convert_max_start_keeps_an_episodes_opening(episodes, tmp_path, capsys):
+    """--max-start: only pairs starting at or before the frame (the opening, where the instruction alone tells
+    what comes), same instructions as the full conversion; refused below 0 and for grids."""
+    full, opening = tmp_path / "full", tmp_path / "opening"
+    common = ["--interval", "20", "--stride", "5", "--pairing", "both"]
+    assert main(["convert", "robotwin", str(episodes), "--to", "ip2p", str(full), *common]) == 0
+    assert main(["convert", "robotwin", str(episodes), "--to", "ip2p", str(opening), *common,
+                 "--max-start", "10"]) == 0
+    ds_f, ds_o = _samples(full), _samples(opening)
+    assert ds_o and all(s.meta["frames"][0] <= 10 for s in ds_o) and any(s.meta["frames"][0] > 10 for s in ds_f)
+    assert {(s.meta["episode"], tuple(s.meta["frames"]), s.edit) for s in ds_o} == \
+        {(s.meta["episode"], tuple(s.meta["frames"]), s.edit) for s in ds_f if s.meta["frames"][0] <= 10}
+    assert {s.meta["pairing"] for s in ds_o} == {"interval", "segment"}
+    assert json.loads((opening / "frameplan_dataset.json").read_text())["params"]["max_start"] == 10
+    capsys.readouterr()
+    assert main(["convert", "robotwin", str(episodes), "--to", "ip2p", str(tmp_path / "n"), "--max-start", "-1"]) == 1
+    assert "convert max_start=-1: must be >= 0" in capsys.readouterr().err
+    assert main(["convert", "robotwin", str(episodes), "--to", "grid", str(tmp_path / "g"), "--max-start", "5"]) == 1
+    assert "convert max_start=5: applies to ip2p datasets only" in capsys.readouterr().err
+    assert not (tmp_path / "n").exists() and not (tmp_path / "g").exists()

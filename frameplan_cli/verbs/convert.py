@@ -23,6 +23,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "recorded motion segment's start -> end frame, step instruction) or both kinds")
     p.add_argument("--min-segment-frames", type=int, default=3, metavar="N",
                    help="ip2p: skip motion segments spanning fewer than N frames (default 3)")
+    p.add_argument("--max-start", type=int, default=None, metavar="FRAME",
+                   help="ip2p: only pairs starting at or before FRAME (an episode's opening, where only the "
+                        "instruction tells what comes; default every pair)")
     p.add_argument("--camera", default="head_camera", help="camera to take frames from (default head_camera)")
     p.add_argument("--tasks", nargs="+", default=None, metavar="TASK", help="only these tasks (default all)")
     p.add_argument("--seed", type=int, default=0, help="seed for instruction choice and splits (default 0)")

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 KINDS = ("ip2p", "grid")
 INSTRUCTION_SETS = ("seen", "unseen")
 MAX_TRAJECTORY_POINTS = 64  # the end-effector track stored with a grid sample is subsampled to at most this
-GRID_ONLY_UNUSED = ("interval", "stride", "pairing", "min_segment_frames")  # options a grid conversion ignores
+GRID_ONLY_UNUSED = ("interval", "stride", "pairing", "min_segment_frames", "max_start")  # options a grid conversion ignores
 
 
 class BadEpisode(DataError):
@@ -39,6 +39,9 @@ class ConvertOptions:
     stride: int | None = None  # ip2p: step between pair starts (None = interval)
     pairing: str = "interval"  # ip2p: interval | segment | both (pairs.py)
     min_segment_frames: int = DEFAULT_MIN_SEGMENT_FRAMES  # ip2p: shorter motion segments give no pair
+    # ip2p: only pairs that start at or before this frame: an episode's opening, where nothing but the instruction
+    # tells what comes (which arm, which direction); None = every pair
+    max_start: int | None = None
     camera: str = "head_camera"
     tasks: list[str] | None = None  # only these tasks (canonical or alias names); None = all
     seed: int = 0  # instruction choice and splits
@@ -69,14 +72,18 @@ class ConvertOptions:
             raise bad("size", "must be >= 8 pixels")
         if self.min_segment_frames < 1:
             raise bad("min_segment_frames", "must be >= 1")
+        if self.max_start is not None and self.max_start < 0:
+            raise bad("max_start", "must be >= 0 (a frame index)")
+        if self.to == "grid" and self.max_start is not None:
+            raise bad("max_start", "applies to ip2p datasets only (a grid sample spans a whole episode)")
         if self.to == "grid" and self.pairing != "interval":
             raise bad("pairing", "applies to ip2p datasets only (a grid sample spans a whole episode)")
         return self
 
     def params(self, src: Path) -> dict[str, Any]:
         """What the dataset records of its conversion (frameplan_dataset.json ``params``)."""
-        keep = ("interval", "stride", "pairing", "min_segment_frames", "camera", "tasks", "seed", "val_fraction",
-                "test_fraction", "size", "instructions")
+        keep = ("interval", "stride", "pairing", "min_segment_frames", "max_start", "camera", "tasks", "seed",
+                "val_fraction", "test_fraction", "size", "instructions")
         out = {k: getattr(self, k) for k in keep if not (self.to == "grid" and k in GRID_ONLY_UNUSED)}
         out.update(source=str(src), kind=self.to, keep_splits=str(self.keep_splits) if self.keep_splits else None)
         return out
@@ -166,6 +173,8 @@ def episode_samples(ep, o: ConvertOptions, key: str, no_trajectory: list | None 
     out = []
     if o.to == "ip2p":
         for spec in pairs.episode_pairs(ep, o.pairing, o.interval, o.stride, o.min_segment_frames):
+            if o.max_start is not None and spec.start > o.max_start:
+                continue
             a, b = ep.rgb(spec.start, o.camera), ep.rgb(spec.end, o.camera)
             if o.size:
                 a, b = fit(a, o.size, "center"), fit(b, o.size, "center")
