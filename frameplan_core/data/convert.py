@@ -74,10 +74,9 @@ class ConvertOptions:
             raise bad("min_segment_frames", "must be >= 1")
         if self.max_start is not None and self.max_start < 0:
             raise bad("max_start", "must be >= 0 (a frame index)")
-        if self.to == "grid" and self.max_start is not None:
-            raise bad("max_start", "applies to ip2p datasets only (a grid sample spans a whole episode)")
-        if self.to == "grid" and self.pairing != "interval":
-            raise bad("pairing", "applies to ip2p datasets only (a grid sample spans a whole episode)")
+        for name in ("pairing", "max_start"):  # ip2p-only options set away from their defaults
+            if self.to == "grid" and getattr(self, name) != getattr(ConvertOptions, name):
+                raise bad(name, "applies to ip2p datasets only (a grid sample spans a whole episode)")
         return self
 
     def params(self, src: Path) -> dict[str, Any]:

@@ -359,6 +359,11 @@ def run_expert(env, task: str, episode: int, seed: int, keep_frames: bool = True
                          error=error, arm=env.task.named_arm if env.task is not None else None), frames
 
 
+def _moved_arm(reach: np.ndarray) -> str | None:
+    """The arm (left, right) whose joints went furthest from the start, once one has gone MOVED_RAD; else None."""
+    return None if reach.max() < MOVED_RAD else ("left", "right")[int(np.argmax(reach))]
+
+
 def _execution_state(cfg: RolloutConfig, pc) -> tuple[ChunkEnsemble | None, int]:
     """A fresh temporal ensemble (or None) and the commands sent per policy call, for the policy whose config is ``pc``."""
     ensemble = ChunkEnsemble(cfg.ensemble) if cfg.ensemble is not None else None
@@ -443,8 +448,7 @@ def run_policy(env, mode: str, models: Models, task: str, episode: int, seed: in
             obs = env.step(cmd, ticks=pc.step_ticks, interpolate=True, render=last)
             delta = np.abs(np.asarray(obs.joint_state, dtype=np.float64) - start)
             reach = np.maximum(reach, [delta[LEFT_ARM].max(), delta[RIGHT_ARM].max()])
-            if first_moved is None and reach.max() >= MOVED_RAD:
-                first_moved = ("left", "right")[int(np.argmax(reach))]
+            first_moved = first_moved or _moved_arm(reach)
             steps += 1
             taken += 1
             success = env.success()
@@ -455,7 +459,7 @@ def run_policy(env, mode: str, models: Models, task: str, episode: int, seed: in
         image = obs.rgb() if obs.rendered else env.observe(render=True).rgb()
     if media is not None:
         media.add(image, goal, env.tick * TIMESTEP)
-    moved = None if reach.max() < MOVED_RAD else ("left", "right")[int(np.argmax(reach))]
+    moved = _moved_arm(reach)
     return EpisodeResult(task, mode, episode, seed, bool(success), steps, env.tick, round(env.tick * TIMESTEP, 3),
                          round(time.perf_counter() - t0, 2), goal_calls, round(goal_s, 2), round(policy_s, 2),
                          arm=env.task.named_arm, moved=moved, handoff_step=handoff_step,
