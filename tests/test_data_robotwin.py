@@ -248,21 +248,32 @@ def test_instruction_templates_and_deterministic_pick():
         instructions.templates("open_drawer")
 
 
-def test_handover_giver_is_named_by_one_side_word():
-    """Instructed block_handover: every template that tells the direction has a one-side-word form (the two
-    directions then differ by one word, not by word order); a foreign sentence that tells it is turned around."""
+def test_handover_giver_is_named_by_a_suffix_like_the_arm_of_other_tasks():
+    """Instructed block_handover: every template that tells the direction has a direction-free form, and every
+    sentence then ends in a giver phrase with the one side word (as the arm phrase of the other two tasks); a
+    foreign sentence that tells the direction is turned around instead."""
     t = instructions.templates("block_handover")
-    assert set(instructions.GIVER_SENTENCES) <= set(t["seen"]) | set(t["unseen"])
+    assert set(instructions.NEUTRAL_SENTENCES) <= set(t["seen"]) | set(t["unseen"])
     side_words = re.compile(r"\b(left|right)\b")
     for text in t["seen"] + t["unseen"]:
         if side_words.search(text):
-            assert text in instructions.GIVER_SENTENCES, text  # no direction template without its one-word form
+            assert text in instructions.NEUTRAL_SENTENCES, text  # no direction template without its neutral form
+    for neutral in instructions.NEUTRAL_SENTENCES.values():
+        assert not side_words.search(neutral), neutral
+    for side in ("left", "right"):
+        named = instructions.naming_arm(t, side, 3, "block_handover")
+        for split in ("seen", "unseen"):
+            phrases = [p.format(side=side) for p in instructions.GIVER_PHRASES[split]]
+            for text in named[split]:
+                assert side_words.findall(text) == [side], text  # one side word, the giver's
+                assert any(text.endswith(", " + p) for p in phrases), text
     own = {"seen": ["hand it from the left arm to the right arm", "hand it over"], "unseen": []}
     named = instructions.naming_arm(own, "right", 0, "handover")
     assert named["seen"][0] == "hand it from the right arm to the left arm"
     assert named["seen"][1].startswith("hand it over, ") and "right" in named["seen"][1]
     assert instructions.naming_arm({"seen": ["hand the block over from the left arm to the right arm"]}, "right", 0,
-                                   "block_handover")["seen"] == ["hand the block over from the right arm to the other arm"]
+                                   "block_handover")["seen"][0].startswith("hand the block over from one arm to the "
+                                                                           "other, ")
 
 
 def test_writer_puts_side_files_in_place_before_the_episode(tmp_path):

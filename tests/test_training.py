@@ -278,6 +278,27 @@ def test_predictor_training_lowers_loss_and_exports(ip2p, tmp_path, caplog):
     assert (tmp_path / "run" / "logs" / "metrics.csv").is_file()
 
 
+def test_mirror_flips_the_pair_and_exchanges_the_side_words(ip2p):
+    """mirror_prob: a mirrored training pair is the plain one flipped left to right, with left and right
+    exchanged in its instruction; validation items (no seed) are never mirrored; flip and mirror exclude each other."""
+    from frameplan_training.datasets import PairDataset
+
+    plain = PairDataset(ip2p, "train", 40, 32, jitter=0.0)
+    mirror = PairDataset(ip2p, "train", 40, 32, jitter=0.0, mirror_prob=1.0,
+                         instruction_override={i: "hand it over, starting with the left arm" for i in range(99)})
+    a, m = plain[(0, 5)], mirror[(0, 5)]
+    assert torch.equal(m["input"], a["input"].flip(-1)) and torch.equal(m["target"], a["target"].flip(-1))
+    assert m["text"] == "hand it over, starting with the right arm"
+    v = mirror[0]
+    assert torch.equal(v["input"], plain[0]["input"]) and v["text"].endswith("the left arm")
+    half = PairDataset(ip2p, "train", 40, 32, mirror_prob=0.5)
+    assert 0 < sum(half[(0, s)]["input"].ne(plain[(0, s)]["input"]).any().item() for s in range(40)) < 40
+    with pytest.raises(ConfigError, match="mirror_prob"):
+        load_train_config("predictor", None, ["mirror_prob=1.5"])
+    with pytest.raises(ConfigError, match="use one"):
+        load_train_config("predictor", None, ["mirror_prob=0.5", "flip_prob=0.5"])
+
+
 def test_text_pooling_option_adds_a_trainable_pathway(ip2p):
     from frameplan_training.datasets import PairDataset
 

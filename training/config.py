@@ -49,6 +49,7 @@ class TrainConfig:
     crop_res: int = 256
     crop_min_scale: float = 0.85
     flip_prob: float = 0.0
+    mirror_prob: float = 0.0  # predictor: flip the pair and exchange left/right in its instruction (arm-naming data)
     color_jitter: float = 0.1
     batch_size: int = 4
     accumulate_grad_batches: int = 1
@@ -98,8 +99,12 @@ class TrainConfig:
         for name in ("color_jitter", "ema_decay"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ConfigError(f"{name}={getattr(self, name)}: out of range [0, 1)")
-        if not 0.0 <= self.flip_prob <= 1.0:
-            raise ConfigError(f"flip_prob={self.flip_prob}: a probability, must be in [0, 1]")
+        for name in ("flip_prob", "mirror_prob"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"{name}={getattr(self, name)}: a probability, must be in [0, 1]")
+        if self.flip_prob > 0 and self.mirror_prob > 0:
+            raise ConfigError("flip_prob and mirror_prob are both > 0: use one (mirror_prob also exchanges left and "
+                              "right in the instruction)")
         if self.lr <= 0:
             raise ConfigError(f"lr={self.lr}: must be > 0")
         if min(self.warmup_steps, self.sample_every_n_steps, self.val_every_n_steps, self.max_bad_samples,

@@ -17,6 +17,7 @@ from torch.utils.data import Dataset
 from frameplan_core import grid
 from frameplan_core.pixels import to_tensor
 from frameplan_core.data.grid_samples import GridDataset
+from frameplan_core.data.instructions import swap_sides
 from frameplan_core.data.ip2p import FolderDataset, IP2PDataset
 from frameplan_core.errors import DataError, InputError
 from frameplan_core.image import CropPolicy, fit
@@ -98,15 +99,21 @@ class _FolderItems(Dataset):
 
 
 class PairDataset(_FolderItems):
-    """InstructPix2Pix pairs -> {"input", "target" (3, S, S) in [-1, 1], "text", "index", "task"}."""
+    """InstructPix2Pix pairs -> {"input", "target" (3, S, S) in [-1, 1], "text", "index", "task"}.
+
+    ``mirror_prob``: a training sample is mirrored with this probability, its instruction with left and right
+    exchanged, so the mirrored pair is a true example (the left arm's future, seen in a mirror, is the right arm's).
+    Arm-naming data then hold every scene layout with either arm, and only the side word tells them apart."""
 
     def __init__(self, root, split: str | None, image_size: int, crop_res: int, crop_min_scale: float = 1.0,
                  flip_prob: float = 0.0, jitter: float = 0.0, max_bad: int = 10, verify: bool = True,
-                 instruction_override: dict[int, str] | None = None, policy: CropPolicy = "center") -> None:
+                 instruction_override: dict[int, str] | None = None, policy: CropPolicy = "center",
+                 mirror_prob: float = 0.0) -> None:
         super().__init__(root, split, max_bad, verify)
         self.image_size, self.crop_res, self.policy = image_size, crop_res, policy
         self.crop_min_scale, self.flip_prob, self.jitter = crop_min_scale, flip_prob, jitter
         self.instruction_override = instruction_override or {}
+        self.mirror_prob = mirror_prob
 
     def __getitem__(self, key) -> dict[str, Any]:
         pos, seed = _split_key(key)
@@ -114,8 +121,11 @@ class PairDataset(_FolderItems):
         rng = np.random.default_rng(seed) if seed is not None else None
         a, b = paired_augment([s.input, s.output], rng, self.image_size, self.crop_res, self.crop_min_scale,
                               self.flip_prob, self.jitter, self.policy)
-        return _with_seed({"input": to_tensor(a), "target": to_tensor(b),
-                           "text": self.instruction_override.get(i, s.edit), "index": i,
+        text = self.instruction_override.get(i, s.edit)
+        # its own stream, so turning mirroring on leaves every other draw of the sample as it was
+        if seed is not None and self.mirror_prob > 0 and np.random.default_rng([seed, 1]).random() < self.mirror_prob:
+            a, b, text = np.ascontiguousarray(a[:, ::-1]), np.ascontiguousarray(b[:, ::-1]), swap_sides(text)
+        return _with_seed({"input": to_tensor(a), "target": to_tensor(b), "text": text, "index": i,
                            "task": str(s.meta.get("task", ""))}, seed)
 
 

@@ -82,7 +82,7 @@ def dataset_factory(kind: str, cfg: TrainConfig, data: Path, module=None):
         if kind == "predictor":
             policy = module.predictor.config.crop if module is not None else (cfg.crop or "center")
             return D.PairDataset(data, split, cfg.image_size, cfg.crop_res, cfg.crop_min_scale, cfg.flip_prob,
-                                 cfg.color_jitter, policy=policy, **common)
+                                 cfg.color_jitter, policy=policy, mirror_prob=cfg.mirror_prob, **common)
         if kind == "vae":
             policy = module.predictor.config.crop if module is not None else (cfg.crop or "center")
             return D.FrameDataset(data, split, cfg.image_size, cfg.crop_res, cfg.crop_min_scale, cfg.flip_prob,

@@ -301,22 +301,23 @@ GIVER_PHRASES: dict[str, list[str]] = {
 }
 
 
-# block_handover templates that tell the direction with both side words ("from the left arm to the right arm"): in an
-# instructed episode each becomes a sentence with the giver's side word only (the taker is "the other"), so the two
-# directions differ by one word, which the text encoder separates (order alone moved its embedding 2.6x less than
-# one arm word, docs/eval/closed_loop.md "Instructed handover").
-GIVER_SENTENCES: dict[str, str] = {
-    "hand the block over from the left arm to the right arm": "hand the block over from the {side} arm to the other arm",
+# block_handover templates that tell the direction with side words ("from the left arm to the right arm"): in an
+# instructed episode each becomes its direction-free form, and like every other template gets the giver as a suffix
+# (``GIVER_PHRASES``), so every paraphrase names the giver the way the other two tasks name their arm: one side word
+# in a short phrase at the end. Word order alone moved the text embedding 2.6x less than one arm word; one side word
+# inside the sentence (session 43) was not read by the fine-tuned predictor (docs/eval/closed_loop.md).
+NEUTRAL_SENTENCES: dict[str, str] = {
+    "hand the block over from the left arm to the right arm": "hand the block over from one arm to the other",
     "pick up the block with the left arm and give it to the right arm":
-        "pick up the block with the {side} arm and give it to the other arm",
-    "move the block across by handing it from left to right": "move the block across by handing it over from the {side}",
+        "pick up the block with one arm and give it to the other arm",
+    "move the block across by handing it from left to right": "move the block across by handing it over",
     "let the left arm pick the block and the right arm take it":
-        "let the {side} arm pick the block and the other arm take it",
+        "let one arm pick the block and the other arm take it",
     "pass the block to the right gripper and set it on the mat":
-        "pass the block from the {side} gripper to the other one and set it on the mat",
-    "give the cube from the left hand to the right hand": "give the cube from the {side} hand to the other hand",
+        "pass the block to the other gripper and set it on the mat",
+    "give the cube from the left hand to the right hand": "give the cube from one hand to the other hand",
     "the left gripper lifts the block, the right gripper receives it":
-        "the {side} gripper lifts the block, the other gripper receives it",
+        "one gripper lifts the block, the other gripper receives it",
 }
 
 
@@ -327,17 +328,17 @@ def swap_sides(text: str) -> str:
 
 def naming_arm(instructions: dict[str, list[str]], side: str, seed: int, task: str = "") -> dict[str, list[str]]:
     """The episode's instruction json with every paraphrase naming the arm to use (``side``: left or right), each
-    with an arm phrasing chosen by (seed, paraphrase) from the same split. block_handover names the giver with one
-    side word per sentence: a template that tells the direction becomes its ``GIVER_SENTENCES`` form, the others
-    get a giver phrasing; a sentence of another origin that tells the direction is turned around for a right giver."""
+    with an arm phrasing chosen by (seed, paraphrase) from the same split. block_handover names the giver with a
+    giver phrasing: a template that tells the direction loses it first (``NEUTRAL_SENTENCES``); a sentence of
+    another origin that tells the direction is kept, turned around for a right giver."""
     if side not in ("left", "right"):
         raise DataError(f"naming_arm: side must be 'left' or 'right', got {str(side)[:40]!r}")
     handover = canonical_task(task) == "block_handover"
     table = GIVER_PHRASES if handover else ARM_PHRASES
 
     def named(text: str, phrases: list[str]) -> str:
-        if handover and text in GIVER_SENTENCES:
-            return GIVER_SENTENCES[text].format(side=side)
+        if handover and text in NEUTRAL_SENTENCES:
+            text = NEUTRAL_SENTENCES[text]
         swapped = swap_sides(text) if handover else text
         if swapped != text:  # the sentence tells the direction itself (written for a left giver)
             return text if side == "left" else swapped
