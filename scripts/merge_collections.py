@@ -1,0 +1,45 @@
+"""Join collections of one task into one folder, episodes renumbered in order (e.g. the drawn and the swapped-arm
+collection of the same scenes, docs/eval/closed_loop.md), so `frameplan convert` and `frameplan train policy`
+read them as one dataset. Frames are hard links (no copy); instruction jsons and scene_info entries follow their
+episode. The output folder must not exist; it appears only when complete.
+Usage: python scripts/merge_collections.py OUT_TASK_DIR TASK_DIR [TASK_DIR ...]
+(task dirs as written by ``frameplan collect``, e.g. data/sim_ho/block_handover_D435_pkl)."""
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+
+def episodes(task_dir: Path) -> list[int]:
+    return sorted(int(p.name[len("episode"):]) for p in task_dir.glob("episode*") if p.is_dir())
+
+
+def merge(out: Path, sources: list[Path]) -> int:
+    if out.exists():
+        sys.exit(f"merge_collections: {out} exists; choose a new folder")
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "instructions").mkdir(parents=True)
+    info, n = {}, 0
+    for src in sources:
+        if not (src / "scene_info.json").is_file():
+            sys.exit(f"merge_collections: {src} is not a collected task folder (no scene_info.json)")
+        src_info = json.loads((src / "scene_info.json").read_text())
+        for e in episodes(src):
+            (tmp / f"episode{n}").mkdir()
+            for f in (src / f"episode{e}").iterdir():
+                os.link(f, tmp / f"episode{n}" / f.name)
+            shutil.copyfile(src / "instructions" / f"episode{e}.json", tmp / "instructions" / f"episode{n}.json")
+            info[f"episode_{n}"] = src_info[f"episode_{e}"]
+            n += 1
+    (tmp / "scene_info.json").write_text(json.dumps(info))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp.rename(out)
+    return n
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 3:
+        sys.exit(__doc__)
+    print(f"{merge(Path(sys.argv[1]), [Path(a) for a in sys.argv[2:]])} episodes in {sys.argv[1]}")
