@@ -7,6 +7,7 @@ Usage: python scripts/merge_collections.py OUT_TASK_DIR TASK_DIR [TASK_DIR ...]
 import json
 import os
 import shutil
+import signal
 import sys
 from pathlib import Path
 
@@ -18,13 +19,25 @@ def episodes(task_dir: Path) -> list[int]:
 def merge(out: Path, sources: list[Path]) -> int:
     if out.exists():
         sys.exit(f"merge_collections: {out} exists; choose a new folder")
-    tmp = out.with_name(out.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "instructions").mkdir(parents=True)
-    info, n = {}, 0
     for src in sources:
         if not (src / "scene_info.json").is_file():
             sys.exit(f"merge_collections: {src} is not a collected task folder (no scene_info.json)")
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        n = _fill(tmp, sources)
+    except BaseException:  # Ctrl-C, SIGTERM or a missing file: no half-merged folder stays behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp.rename(out)
+    return n
+
+
+def _fill(tmp: Path, sources: list[Path]) -> int:
+    (tmp / "instructions").mkdir(parents=True)
+    info, n = {}, 0
+    for src in sources:
         src_info = json.loads((src / "scene_info.json").read_text())
         for e in episodes(src):
             (tmp / f"episode{n}").mkdir()
@@ -34,12 +47,15 @@ def merge(out: Path, sources: list[Path]) -> int:
             info[f"episode_{n}"] = src_info[f"episode_{e}"]
             n += 1
     (tmp / "scene_info.json").write_text(json.dumps(info))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp.rename(out)
     return n
 
 
 if __name__ == "__main__":
     if len(sys.argv) < 3:
         sys.exit(__doc__)
-    print(f"{merge(Path(sys.argv[1]), [Path(a) for a in sys.argv[2:]])} episodes in {sys.argv[1]}")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # like Ctrl-C: the partial folder is removed
+    try:
+        n = merge(Path(sys.argv[1]), [Path(a) for a in sys.argv[2:]])
+    except (OSError, KeyError, ValueError) as e:  # a missing frame, instruction json or scene_info entry
+        sys.exit(f"merge_collections: {type(e).__name__}: {str(e)[:300]}")
+    print(f"{n} episodes in {sys.argv[1]}")
