@@ -7,13 +7,15 @@ Usage: python scripts/merge_collections.py OUT_TASK_DIR TASK_DIR [TASK_DIR ...]
 import json
 import os
 import shutil
-import signal
 import sys
 from pathlib import Path
 
+from frameplan_core.atomic import Terminated, atomic_dir, sigterm_as_interrupt
+from frameplan_core.data.episode import parse_episode_name, read_scene_info
+
 
 def episodes(task_dir: Path) -> list[int]:
-    return sorted(int(p.name[len("episode"):]) for p in task_dir.glob("episode*") if p.is_dir())
+    return sorted(i for p in task_dir.glob("episode*") if p.is_dir() and (i := parse_episode_name(p.name)) is not None)
 
 
 def merge(out: Path, sources: list[Path]) -> int:
@@ -22,40 +24,32 @@ def merge(out: Path, sources: list[Path]) -> int:
     for src in sources:
         if not (src / "scene_info.json").is_file():
             sys.exit(f"merge_collections: {src} is not a collected task folder (no scene_info.json)")
-    tmp = out.with_name(out.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        n = _fill(tmp, sources)
-    except BaseException:  # Ctrl-C, SIGTERM or a missing file: no half-merged folder stays behind
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp.rename(out)
-    return n
-
-
-def _fill(tmp: Path, sources: list[Path]) -> int:
-    (tmp / "instructions").mkdir(parents=True)
-    info, n = {}, 0
-    for src in sources:
-        src_info = json.loads((src / "scene_info.json").read_text())
-        for e in episodes(src):
-            (tmp / f"episode{n}").mkdir()
-            for f in (src / f"episode{e}").iterdir():
-                os.link(f, tmp / f"episode{n}" / f.name)
-            shutil.copyfile(src / "instructions" / f"episode{e}.json", tmp / "instructions" / f"episode{n}.json")
-            info[f"episode_{n}"] = src_info[f"episode_{e}"]
-            n += 1
-    (tmp / "scene_info.json").write_text(json.dumps(info))
+    # atomic_dir: a missing file, Ctrl-C or SIGTERM (sigterm_as_interrupt) leaves no half-merged folder behind
+    with atomic_dir(out) as tmp:
+        (tmp / "instructions").mkdir()
+        info, n = {}, 0
+        for src in sources:
+            src_info = read_scene_info(src)
+            for e in episodes(src):
+                (tmp / f"episode{n}").mkdir()
+                for f in (src / f"episode{e}").iterdir():
+                    os.link(f, tmp / f"episode{n}" / f.name)
+                shutil.copyfile(src / "instructions" / f"episode{e}.json",
+                                tmp / "instructions" / f"episode{n}.json")
+                info[f"episode_{n}"] = src_info[f"episode_{e}"]
+                n += 1
+        (tmp / "scene_info.json").write_text(json.dumps(info))
     return n
 
 
 if __name__ == "__main__":
     if len(sys.argv) < 3:
         sys.exit(__doc__)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # like Ctrl-C: the partial folder is removed
     try:
-        n = merge(Path(sys.argv[1]), [Path(a) for a in sys.argv[2:]])
+        with sigterm_as_interrupt():
+            n = merge(Path(sys.argv[1]), [Path(a) for a in sys.argv[2:]])
     except (OSError, KeyError, ValueError) as e:  # a missing frame, instruction json or scene_info entry
         sys.exit(f"merge_collections: {type(e).__name__}: {str(e)[:300]}")
+    except KeyboardInterrupt as e:
+        sys.exit(143 if isinstance(e, Terminated) else 130)
     print(f"{n} episodes in {sys.argv[1]}")

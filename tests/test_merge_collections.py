@@ -39,7 +39,7 @@ def test_two_collections_become_one_renumbered_folder(tmp_path):
     assert info["episode_4"]["episode"] == 2
     assert (out / "episode3" / "1.pkl").read_bytes() == b"b1/1"
     assert json.loads((out / "instructions" / "episode2.json").read_text()) == {"seen": ["b 0"]}
-    assert not out.with_name(out.name + ".partial").exists()
+    assert sorted(p.name for p in out.parent.iterdir()) == [out.name]  # no hidden .partial work folder left
 
 
 def test_an_existing_output_or_a_folder_that_is_no_collection_is_refused(tmp_path):
@@ -59,4 +59,5 @@ def test_an_episode_without_its_instruction_json_leaves_no_partial_folder(tmp_pa
     out = tmp_path / "all" / "block_handover_D435_pkl"
     r = _run(out, a)
     assert r.returncode != 0 and "episode1.json" in r.stderr and "Traceback" not in r.stderr
-    assert not out.exists() and not out.with_name(out.name + ".partial").exists()
+    assert not out.exists() and not any(p.name.endswith(".partial") for p in out.parent.iterdir())
+
