@@ -264,3 +264,48 @@ def test_convert_max_start_keeps_an_episodes_opening(episodes, tmp_path, capsys)
     assert main(["convert", "robotwin", str(episodes), "--to", "grid", str(tmp_path / "g"), "--max-start", "5"]) == 1
     assert "convert max_start=5: applies to ip2p datasets only" in capsys.readouterr().err
     assert not (tmp_path / "n").exists() and not (tmp_path / "g").exists()
+
+
+def test_convert_paraphrase_key_scene_gives_twins_the_same_sentence(tmp_path, capsys):
+    """--paraphrase-key scene: the twins of a swapped collection (same scene seed, the other giver) get the same
+    paraphrase with only the side word changed; by episode (the default) the choice follows the episode instead.
+    An episode without a scene seed is refused with a one-line error naming it."""
+    from frameplan_core.data.instructions import naming_arm, swap_sides, templates
+
+    root = tmp_path / "src"
+    for e, (seed, side) in enumerate([(7, "left"), (7, "right"), (8, "right"), (8, "left"), (9, "left"), (9, "right")]):
+        with robotwin.EpisodeWriter(root, "block_handover", "D435", e) as w:
+            for t in range(40):
+                w.add_frame(frame(t, e))
+            w.instructions = naming_arm(templates("block_handover"), side, seed, "block_handover")
+            w.scene_info = {"seed": seed, "save_freq": SAVE_FREQ}
+    common = ["--interval", "20", "--stride", "5", "--val-fraction", "0"]
+    assert main(["convert", "robotwin", str(root), "--to", "ip2p", str(tmp_path / "s"), *common,
+                 "--paraphrase-key", "scene"]) == 0
+    assert main(["convert", "robotwin", str(root), "--to", "ip2p", str(tmp_path / "e"), *common]) == 0
+    assert json.loads((tmp_path / "s" / "frameplan_dataset.json").read_text())["params"]["paraphrase_key"] == "scene"
+
+    def texts(dst):
+        out = {}
+        for s in _samples(dst):
+            out[(int(s.meta["episode"].rsplit("episode", 1)[1]), s.meta["frames"][0])] = s.edit
+        return out
+
+    by_scene, by_episode = texts(tmp_path / "s"), texts(tmp_path / "e")
+    starts = sorted({k[1] for k in by_scene})
+    for a in (0, 2, 4):
+        for t in starts:
+            assert by_scene[(a + 1, t)] == swap_sides(by_scene[(a, t)]) != by_scene[(a, t)]
+    assert any(by_episode[(a + 1, t)] != swap_sides(by_episode[(a, t)]) for a in (0, 2, 4) for t in starts)
+    with robotwin.EpisodeWriter(root, "block_handover", "D435", 6) as w:
+        for t in range(40):
+            w.add_frame(frame(t, 6))
+    capsys.readouterr()
+    assert main(["convert", "robotwin", str(root), "--to", "ip2p", str(tmp_path / "n"), *common,
+                 "--paraphrase-key", "scene"]) == 1
+    first = capsys.readouterr().err.splitlines()[0]  # the error, then the --skip-bad hint
+    assert "episode6" in first and "paraphrase_key=scene needs the scene's collection seed" in first
+    assert not (tmp_path / "n").exists()
+    assert main(["convert", "robotwin", str(root), "--to", "grid", str(tmp_path / "g"), "--paraphrase-key",
+                 "scene"]) == 1
+    assert "applies to ip2p datasets only" in capsys.readouterr().err

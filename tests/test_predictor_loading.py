@@ -10,7 +10,7 @@ from safetensors.torch import save_file
 
 from frameplan_core.errors import ModelError
 from frameplan_core.predictor import FramePredictor, PredictorConfig
-from frameplan_core.predictor.model import add_text_pooling, widen_input
+from frameplan_core.predictor.model import add_full_resolution_attention, add_text_pooling, widen_input
 
 FRAME = np.random.default_rng(1).integers(0, 256, (120, 160, 3), dtype=np.uint8)
 
@@ -65,6 +65,34 @@ def test_text_pooling_starts_as_the_old_model_and_round_trips(cfg, tmp_path):
     unet = UNet2DConditionModel(**cfg.unet)
     with pytest.raises(ModelError, match="heads do not divide"):
         add_text_pooling(unet, num_heads=7)
+
+
+def test_full_resolution_attention_starts_as_the_old_model_and_round_trips(tmp_path):
+    cfg = PredictorConfig.preset("tiny")  # the embedded layout: no attention at the 16^2 level
+    cfg.resolution = 64
+    p = FramePredictor.from_config(cfg.validate(), seed=3, device="cpu")
+    assert p.unet.config.down_block_types[0] == "DownBlock2D"
+    text = "hand the block over, starting with the right arm"
+    before = p.predict(FRAME, text, steps=2)
+    old = p.unet
+    p.unet = add_full_resolution_attention(old)
+    assert p.unet.config.down_block_types[0] == "CrossAttnDownBlock2D"
+    assert p.unet.config.up_block_types[-1] == "CrossAttnUpBlock2D"
+    assert np.array_equal(p.predict(FRAME, text, steps=2), before)  # zero output projections: no change yet
+    assert add_full_resolution_attention(p.unet) is p.unet  # a model that has it keeps it
+    with torch.no_grad():
+        p.unet.down_blocks[0].attentions[0].proj_out.weight.normal_(0, 0.5)
+    grown = p.predict(FRAME, text, steps=2)
+    assert not np.array_equal(grown, before)
+    assert not np.array_equal(p.predict(FRAME, "hand the block over, starting with the left arm", steps=2), grown)
+    p.save_pretrained(tmp_path / "m")
+    q = FramePredictor.from_pretrained(tmp_path / "m", device="cpu")
+    assert same_weights(p.unet, q.unet) and np.array_equal(q.predict(FRAME, text, steps=2), grown)
+    from diffusers import UNet2DConditionModel
+
+    odd = UNet2DConditionModel(**{**cfg.unet, "down_block_types": ["CrossAttnDownBlock2D"] * 3})
+    with pytest.raises(ModelError, match="top level"):
+        add_full_resolution_attention(odd)
 
 
 def test_single_file_equals_folder_load(pred, cfg, tmp_path):

@@ -315,6 +315,52 @@ def test_text_pooling_option_adds_a_trainable_pathway(ip2p):
     assert plain.unet.config.addition_embed_type is None
 
 
+def test_v_loss_weighting_values_high_noise_errors(ip2p):
+    """loss_weighting=v: each sample's eps error weighs min(1/alpha_bar_t, cap) over the mean weight, so an error
+    at high noise (where the layout is decided) costs more than one at low noise; eps keeps the plain loss."""
+    from frameplan_training.datasets import PairDataset
+    from frameplan_training.predictor_module import timestep_weights
+
+    module = run.build_module("predictor", load_train_config("predictor", None, TINY))
+    ab = module.predictor.scheduler.alphas_cumprod
+    w = timestep_weights(ab, 20.0)
+    assert abs(float(w.mean()) - 1.0) < 1e-5 and torch.all(w[1:] >= w[:-1])
+    assert float(w[-1] / w[0]) == pytest.approx(20.0 * float(ab[0]), rel=1e-4)  # capped: 20 / (1 / ab_0)
+    ds = PairDataset(ip2p, "train", 40, 32, jitter=0.0)
+    batch = torch.utils.data.default_collate([ds[i] for i in range(4)])
+    with torch.no_grad():
+        plain, _ = module.compute_loss(batch, module.generator("val", 0, 0), train=False)
+    weighted_module = run.build_module("predictor", load_train_config("predictor", None, TINY + [
+        "loss_weighting=v", "loss_weight_cap=20"]))
+    weighted_module.unet.load_state_dict(module.unet.state_dict())
+    with torch.no_grad():
+        weighted, logs = weighted_module.compute_loss(batch, module.generator("val", 0, 0), train=False)
+    assert float(logs["mse"]) == pytest.approx(float(plain), rel=1e-5)  # same draws, same raw error
+    assert float(weighted) != pytest.approx(float(plain), rel=1e-3)
+    with pytest.raises(ConfigError, match="loss_weight_cap"):
+        load_train_config("predictor", None, ["loss_weighting=v", "loss_weight_cap=0.5"])
+    with pytest.raises(ConfigError, match="loss_weighting"):
+        load_train_config("predictor", None, ["loss_weighting=x0"])
+
+
+def test_high_noise_timestep_draws():
+    """high_noise_prob: that share of training timesteps comes from [high_noise_min_t, T); 0 keeps the plain draws."""
+    from frameplan_training.predictor_module import draw_timestep
+
+    g, h = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    assert [int(draw_timestep(g, 1000, 0.0, 800)) for _ in range(50)] == \
+        [int(torch.randint(0, 1000, (1,), generator=h)) for _ in range(50)]
+    g = torch.Generator().manual_seed(0)
+    ts = np.array([int(draw_timestep(g, 1000, 0.5, 800)) for _ in range(4000)])
+    assert ts.min() >= 0 and ts.max() < 1000
+    assert 0.55 < (ts >= 800).mean() < 0.65  # 0.5 + 0.5 x 0.2
+    assert all(int(draw_timestep(g, 1000, 1.0, 800)) >= 800 for _ in range(200))
+    with pytest.raises(ConfigError, match="high_noise_min_t"):
+        draw_timestep(g, 1000, 0.5, 1000)
+    with pytest.raises(ConfigError, match="high_noise_prob"):
+        load_train_config("predictor", None, ["high_noise_prob=2"])
+
+
 def test_predictor_module_uses_the_models_text_cache():
     """One text cache: the trainer's embeddings come from the FramePredictor's (normalised, each text alone)."""
     module = run.build_module("predictor", load_train_config("predictor", None, TINY))

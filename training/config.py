@@ -143,6 +143,19 @@ class PredictorTrainConfig(TrainConfig):
         default: it won the lambda 0/2/5 ablation on our simulated tasks (weights/MODEL_CARD.md).
     text_pooling: give the UNet the pooled-instruction pathway into its timestep embedding
         (frameplan_core.predictor.model.add_text_pooling) if the model lacks it; a model that has it keeps it.
+    full_resolution_attention: give the UNet cross-attention to the instruction at its highest-resolution level too
+        (frameplan_core.predictor.model.add_full_resolution_attention; new attention starts as identity) if the
+        model lacks it; a model that has it keeps it.
+    high_noise_prob, high_noise_min_t: each sample's timestep is drawn from [high_noise_min_t, T) with this
+        probability, else from [0, T). Where the noisy target still shows nothing, only the conditioning tells
+        which future to draw (which arm starts a handover): a word that decides the layout is learned from those
+        timesteps alone, and uniform draws give them a small share (0 = uniform, the default).
+    loss_weighting: ``eps`` (default) weighs every timestep's eps error alike, which values an error in the
+        predicted frame at high noise by only SNR(t) (0.005 at t=999): the layout the sampler decides there, e.g.
+        which arm moves, barely enters the loss. ``v`` weighs
+        each sample's eps error by min(1/alpha_bar_t, ``loss_weight_cap``), the v-prediction loss of an eps model
+        (Salimans & Ho 2022) capped, divided by its mean over t so the learning rate keeps its meaning. (It did not
+        make the handover predictor read the giver; data did: docs/eval/closed_loop.md, "fourth attempt".)
     """
 
     drop_text_prob: float = 0.05
@@ -153,6 +166,11 @@ class PredictorTrainConfig(TrainConfig):
     motion_loss_weight: float = 0.0
     motion_threshold: int = 25
     text_pooling: bool = False
+    full_resolution_attention: bool = False
+    high_noise_prob: float = 0.0
+    high_noise_min_t: int = 800
+    loss_weighting: Literal["eps", "v"] = "eps"
+    loss_weight_cap: float = 20.0
     sample_text_scale: float = 7.5
     sample_image_scale: float = 1.5
 
@@ -167,6 +185,14 @@ class PredictorTrainConfig(TrainConfig):
             raise ConfigError(f"motion_loss_weight={self.motion_loss_weight}: must be >= 0")
         if not 0 <= self.motion_threshold < 255:
             raise ConfigError(f"motion_threshold={self.motion_threshold}: must be in 0..254")
+        if not 0.0 <= self.high_noise_prob <= 1.0:
+            raise ConfigError(f"high_noise_prob={self.high_noise_prob}: a probability, must be in [0, 1]")
+        if self.high_noise_min_t < 0:
+            raise ConfigError(f"high_noise_min_t={self.high_noise_min_t}: must be >= 0")
+        if self.loss_weighting not in ("eps", "v"):
+            raise ConfigError(f"loss_weighting={self.loss_weighting!r}: expected eps or v")
+        if not self.loss_weight_cap >= 1:
+            raise ConfigError(f"loss_weight_cap={self.loss_weight_cap}: must be >= 1 (1/alpha_bar starts at 1)")
 
 
 @dataclass

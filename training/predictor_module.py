@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from frameplan_training.base_module import FrameplanModule, per_sample, replace_vae
+from frameplan_core.errors import ConfigError
 from frameplan_training.config import PredictorTrainConfig
 from torch import nn
 
@@ -50,6 +51,13 @@ def load_predictor(cfg: PredictorTrainConfig, device: str = "cpu"):
 
         log.info("adding the pooled-text pathway to the UNet (config text_pooling)")
         add_text_pooling(p.unet)
+    if cfg.full_resolution_attention:
+        from frameplan_core.predictor.model import add_full_resolution_attention
+
+        unet = add_full_resolution_attention(p.unet)
+        if unet is not p.unet:
+            log.info("adding cross-attention at the UNet's highest-resolution level (config full_resolution_attention)")
+            p.unet = unet
     if cfg.vae_from:
         replace_vae(p, cfg.vae_from)
     return p
@@ -64,6 +72,24 @@ def motion_weights(x_in: torch.Tensor, x_tgt: torch.Tensor, latent_hw: tuple[int
     m = F.adaptive_avg_pool2d(changed, latent_hw)
     m = F.max_pool2d(m, 3, stride=1, padding=1)
     return 1.0 + lam * m
+
+
+def timestep_weights(alphas_cumprod: torch.Tensor, cap: float) -> torch.Tensor:
+    """(T,) per-timestep weights min(1/alpha_bar_t, cap) over their mean: an eps error at t costs what the
+    v-prediction loss charges for it (capped), and the mean weight over uniformly drawn t stays 1."""
+    w = (1.0 / alphas_cumprod.double()).clamp(max=cap)
+    return (w / w.mean()).float()
+
+
+def draw_timestep(g: torch.Generator, n_t: int, high_prob: float, high_min: int) -> torch.Tensor:
+    """One training timestep: uniform over [0, n_t), or with ``high_prob`` uniform over [high_min, n_t). With
+    ``high_prob`` 0 the draws are exactly the plain ones (one randint, no extra random number)."""
+    if high_prob <= 0:
+        return torch.randint(0, n_t, (1,), generator=g)
+    if high_min >= n_t:
+        raise ConfigError(f"high_noise_min_t={high_min}: must be below the {n_t} training timesteps")
+    high = bool(torch.rand(1, generator=g) < high_prob)
+    return torch.randint(high_min if high else 0, n_t, (1,), generator=g)
 
 
 class PredictorModule(FrameplanModule):
@@ -111,7 +137,7 @@ class PredictorModule(FrameplanModule):
         noise = torch.stack([torch.randn(z_tgt.shape[1:], generator=g) for g in gens]).to(self.device)
         sched = p.scheduler
         n_t = sched.config.num_train_timesteps
-        t = torch.cat([torch.randint(0, n_t, (1,), generator=g) for g in gens]).to(self.device)
+        t = torch.cat([draw_timestep(g, n_t, c.high_noise_prob, c.high_noise_min_t) for g in gens]).to(self.device)
         noisy = sched.add_noise(z_tgt, noise, t)
         if train:
             u = torch.cat([torch.rand(1, generator=g) for g in gens]).to(self.device)
@@ -127,11 +153,15 @@ class PredictorModule(FrameplanModule):
             target = noise
         se = (pred - target) ** 2
         mse = se.mean()
+        w = torch.ones_like(se[:, :1])
         if c.motion_loss_weight > 0:
             w = motion_weights(x_in, x_tgt, tuple(se.shape[-2:]), c.motion_loss_weight, c.motion_threshold)
-            loss = (se * w).mean() / w.mean()
-        else:
-            loss = mse
+        if c.loss_weighting == "v":
+            if sched.config.prediction_type == "v_prediction":
+                raise ConfigError("loss_weighting=v is for an eps-prediction model; this one predicts v already")
+            ts = timestep_weights(sched.alphas_cumprod, c.loss_weight_cap).to(self.device)
+            se = se * ts[t][:, None, None, None]
+        loss = (se * w).mean() / w.mean()
         return loss, {"mse": mse.detach()}
 
     @torch.no_grad()

@@ -26,6 +26,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-start", type=int, default=None, metavar="FRAME",
                    help="ip2p: only pairs starting at or before FRAME (an episode's opening, where only the "
                         "instruction tells what comes; default every pair)")
+    p.add_argument("--paraphrase-key", choices=["episode", "scene"], default="episode",
+                   help="ip2p: what chooses each pair's paraphrase with its start frame: the episode (default) or "
+                        "the scene's collection seed, so the twins of an arm_choice=swapped collection get the same "
+                        "sentence with only the side word changed")
     p.add_argument("--camera", default="head_camera", help="camera to take frames from (default head_camera)")
     p.add_argument("--tasks", nargs="+", default=None, metavar="TASK", help="only these tasks (default all)")
     p.add_argument("--seed", type=int, default=0, help="seed for instruction choice and splits (default 0)")

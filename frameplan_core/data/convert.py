@@ -23,7 +23,8 @@ log = logging.getLogger(__name__)
 KINDS = ("ip2p", "grid")
 INSTRUCTION_SETS = ("seen", "unseen")
 MAX_TRAJECTORY_POINTS = 64  # the end-effector track stored with a grid sample is subsampled to at most this
-GRID_ONLY_UNUSED = ("interval", "stride", "pairing", "min_segment_frames", "max_start")  # options a grid conversion ignores
+GRID_ONLY_UNUSED = ("interval", "stride", "pairing", "min_segment_frames", "max_start", "paraphrase_key")
+PARAPHRASE_KEYS = ("episode", "scene")  # options a grid conversion ignores
 
 
 class BadEpisode(DataError):
@@ -50,6 +51,10 @@ class ConvertOptions:
     keep_splits: Path | None = None  # an earlier dataset whose episodes keep their split
     size: int | None = None  # centre-crop and resize frames (grid: cells) to size x size; None = camera size
     instructions: str = "seen"  # which instruction list to draw from
+    # ip2p: what picks a pair's paraphrase besides the start frame: the episode (default) or the scene's
+    # collection seed, so the twins of an ``arm_choice: swapped`` collection get the same sentence with only the
+    # side word changed (the only contrast that teaches the word; different templates are memorised instead)
+    paraphrase_key: str = "episode"
     skip_bad: bool = False  # skip unreadable/short episodes and list them (else BadEpisode)
     overwrite: bool = False  # replace dst if it exists
 
@@ -74,14 +79,16 @@ class ConvertOptions:
             raise bad("min_segment_frames", "must be >= 1")
         if self.max_start is not None and self.max_start < 0:
             raise bad("max_start", "must be >= 0 (a frame index)")
-        for name in ("pairing", "max_start"):  # ip2p-only options set away from their defaults
+        if self.paraphrase_key not in PARAPHRASE_KEYS:
+            raise bad("paraphrase_key", f"expected one of {list(PARAPHRASE_KEYS)}")
+        for name in ("pairing", "max_start", "paraphrase_key"):  # ip2p-only options set away from their defaults
             if self.to == "grid" and getattr(self, name) != getattr(ConvertOptions, name):
                 raise bad(name, "applies to ip2p datasets only (a grid sample spans a whole episode)")
         return self
 
     def params(self, src: Path) -> dict[str, Any]:
         """What the dataset records of its conversion (frameplan_dataset.json ``params``)."""
-        keep = ("interval", "stride", "pairing", "min_segment_frames", "max_start", "camera", "tasks", "seed",
+        keep = ("interval", "stride", "pairing", "min_segment_frames", "max_start", "paraphrase_key", "camera", "tasks", "seed",
                 "val_fraction", "test_fraction", "size", "instructions")
         out = {k: getattr(self, k) for k in keep if not (self.to == "grid" and k in GRID_ONLY_UNUSED)}
         out.update(source=str(src), kind=self.to, keep_splits=str(self.keep_splits) if self.keep_splits else None)
@@ -157,6 +164,16 @@ def grid_trajectory(ep, camera: str, size: int | None) -> dict:
     return {"points": points.tolist(), "image_hw": list(hw), "arm": arm}
 
 
+def scene_key(ep) -> str:
+    """``scene<seed>``: the collection seed of the episode's scene (scene_info.json), shared by its twins."""
+    info = ep.scene_info
+    seed = info.get("seed") if isinstance(info, dict) else None
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise DataError(f"{ep.path}: paraphrase_key=scene needs the scene's collection seed in scene_info.json "
+                        "(episodes collected by frameplan collect have it)")
+    return f"scene{seed}"
+
+
 def episode_samples(ep, o: ConvertOptions, key: str, no_trajectory: list | None = None) -> list[dict]:
     """Everything one episode contributes, read before any of it is written (a bad frame discards the episode):
     dicts of input, output, edit, input_caption, output_caption and meta. Grid episodes without end poses / camera
@@ -171,13 +188,14 @@ def episode_samples(ep, o: ConvertOptions, key: str, no_trajectory: list | None 
     words = instructions.humanize(task)
     out = []
     if o.to == "ip2p":
+        text_key = key if o.paraphrase_key == "episode" else scene_key(ep)
         for spec in pairs.episode_pairs(ep, o.pairing, o.interval, o.stride, o.min_segment_frames):
             if o.max_start is not None and spec.start > o.max_start:
                 continue
             a, b = ep.rgb(spec.start, o.camera), ep.rgb(spec.end, o.camera)
             if o.size:
                 a, b = fit(a, o.size, "center"), fit(b, o.size, "center")
-            text, source = pairs.pair_instruction(spec, task, o.seed, key, o.instructions, ep_instr)
+            text, source = pairs.pair_instruction(spec, task, o.seed, text_key, o.instructions, ep_instr)
             out.append({"input": a, "output": b, "edit": text,
                         "input_caption": f"{words}, {o.camera} frame {spec.start}",
                         "output_caption": f"{words}, {o.camera} frame {spec.end}",

@@ -99,6 +99,36 @@ def add_text_pooling(unet, num_heads: int = 8):
     return unet
 
 
+def add_full_resolution_attention(unet):
+    """A UNet whose highest-resolution level (DownBlock2D / UpBlock2D in the tiny preset) gets cross-attention to
+    the instruction like the lower levels, so text can steer the layout at the finest latent grid, where an arm's
+    place is drawn. The old weights are kept and each new attention's output projection starts at zero: the new
+    model first computes exactly what the old one did. Returns a new module (block types cannot change in place)."""
+    from diffusers import UNet2DConditionModel
+
+    down, up = list(unet.config.down_block_types), list(unet.config.up_block_types)
+    if down[0] == "CrossAttnDownBlock2D" and up[-1] == "CrossAttnUpBlock2D":
+        return unet
+    if down[0] != "DownBlock2D" or up[-1] != "UpBlock2D":
+        raise ModelError(f"full-resolution attention: expected DownBlock2D/UpBlock2D at the top level, got "
+                         f"{down[0]}/{up[-1]}")
+    down[0], up[-1] = "CrossAttnDownBlock2D", "CrossAttnUpBlock2D"
+    ref = next(unet.parameters())
+    new = UNet2DConditionModel.from_config(unet.config, down_block_types=down, up_block_types=up)
+    new = new.to(ref.device, ref.dtype)
+    missing, unexpected = new.load_state_dict(unet.state_dict(), strict=False)
+    added = ("down_blocks.0.attentions.", f"up_blocks.{len(up) - 1}.attentions.")
+    if unexpected or any(not k.startswith(added) for k in missing):
+        raise ModelError(f"full-resolution attention: weights do not carry over (missing {one_line(missing)}, "
+                         f"unexpected {one_line(unexpected)})")
+    with torch.no_grad():
+        for block in (new.down_blocks[0], new.up_blocks[-1]):
+            for att in block.attentions:
+                att.proj_out.weight.zero_()
+                att.proj_out.bias.zero_()
+    return new.train(unet.training)
+
+
 def make_train_scheduler(cfg: PredictorConfig):
     from diffusers import DDPMScheduler
 
