@@ -23,8 +23,9 @@ log = logging.getLogger(__name__)
 KINDS = ("ip2p", "grid")
 INSTRUCTION_SETS = ("seen", "unseen")
 MAX_TRAJECTORY_POINTS = 64  # the end-effector track stored with a grid sample is subsampled to at most this
+# options a grid conversion ignores
 GRID_ONLY_UNUSED = ("interval", "stride", "pairing", "min_segment_frames", "max_start", "paraphrase_key")
-PARAPHRASE_KEYS = ("episode", "scene")  # options a grid conversion ignores
+PARAPHRASE_KEYS = ("episode", "scene")  # what picks an ip2p pair's paraphrase with its start frame
 
 
 class BadEpisode(DataError):
