@@ -333,6 +333,15 @@ def test_v_loss_weighting_values_high_noise_errors(ip2p):
     weighted_module = run.build_module("predictor", load_train_config("predictor", None, TINY + [
         "loss_weighting=v", "loss_weight_cap=20"]))
     weighted_module.unet.load_state_dict(module.unet.state_dict())
+    # the weights are computed once per module and are no part of a checkpoint
+    assert module.loss_t_weights is None and torch.equal(weighted_module.loss_t_weights, w)
+    assert not any("loss_t_weights" in k for k in weighted_module.state_dict())
+    from diffusers import DDPMScheduler
+    from frameplan_training.predictor_module import PredictorModule
+
+    v_cfg = load_train_config("predictor", None, TINY + ["loss_weighting=v"])
+    with pytest.raises(ConfigError, match="predicts v already"):
+        PredictorModule._loss_t_weights(v_cfg, DDPMScheduler(prediction_type="v_prediction"))
     with torch.no_grad():
         weighted, logs = weighted_module.compute_loss(batch, module.generator("val", 0, 0), train=False)
     assert float(logs["mse"]) == pytest.approx(float(plain), rel=1e-5)  # same draws, same raw error

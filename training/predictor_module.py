@@ -109,6 +109,16 @@ class PredictorModule(FrameplanModule):
         self.unet.train()
         # the model's own text cache, large enough for a dataset's instructions (it holds 64 for a robot)
         predictor.text_cache.size = max(predictor.text_cache.size, TRAIN_TEXT_CACHE)
+        # per-timestep loss weights, computed once (a buffer, so it follows the module's device; not saved)
+        self.register_buffer("loss_t_weights", self._loss_t_weights(cfg, predictor.scheduler), persistent=False)
+
+    @staticmethod
+    def _loss_t_weights(cfg: PredictorTrainConfig, sched) -> torch.Tensor | None:
+        if cfg.loss_weighting != "v":
+            return None
+        if sched.config.prediction_type == "v_prediction":
+            raise ConfigError("loss_weighting=v is for an eps-prediction model; this one predicts v already")
+        return timestep_weights(sched.alphas_cumprod, cfg.loss_weight_cap)
 
     def trainable_named_parameters(self):
         return [(f"unet.{n}", p) for n, p in self.unet.named_parameters()]
@@ -156,11 +166,8 @@ class PredictorModule(FrameplanModule):
         w = torch.ones_like(se[:, :1])
         if c.motion_loss_weight > 0:
             w = motion_weights(x_in, x_tgt, tuple(se.shape[-2:]), c.motion_loss_weight, c.motion_threshold)
-        if c.loss_weighting == "v":
-            if sched.config.prediction_type == "v_prediction":
-                raise ConfigError("loss_weighting=v is for an eps-prediction model; this one predicts v already")
-            ts = timestep_weights(sched.alphas_cumprod, c.loss_weight_cap).to(self.device)
-            se = se * ts[t][:, None, None, None]
+        if self.loss_t_weights is not None:
+            se = se * self.loss_t_weights[t][:, None, None, None]
         loss = (se * w).mean() / w.mean()
         return loss, {"mse": mse.detach()}
 
