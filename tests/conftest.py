@@ -5,6 +5,8 @@ where OpenMP threads of several processes otherwise spin against each other (10-
 import os
 import signal
 
+import pytest
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
@@ -20,3 +22,16 @@ torch.set_num_threads(1)
 # Catching it here gives the children the default disposition again (a caught signal is reset on exec).
 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+@pytest.fixture
+def ctx():
+    """An rclpy context of the test's own (the ROS tests that run nodes in this process), so a node one test leaves
+    behind cannot answer another's; rclpy is imported only here, after those modules' importorskip."""
+    import rclpy
+
+    c = rclpy.context.Context()
+    rclpy.init(context=c)
+    yield c
+    if rclpy.ok(context=c):
+        rclpy.shutdown(context=c)

@@ -27,27 +27,10 @@ from frameplan_ros.foresight_params import ForesightParams
 from frameplan_ros.sim_bridge_node import SimBridgeNode
 from frameplan_ros.sim_bridge_params import SimBridgeParams
 from frameplan_ros.testing import diagnostic_values
+from ros_support import spin_until
 
 MISSING_MODEL = "/nonexistent/frameplan_checkpoint"
 IMAGE_TOPIC = "/camera/camera/color/image_raw"
-
-
-@pytest.fixture
-def ctx():
-    c = rclpy.context.Context()
-    rclpy.init(context=c)
-    yield c
-    if rclpy.ok(context=c):
-        rclpy.shutdown(context=c)
-
-
-def _spin_until(executor, predicate, timeout):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        executor.spin_once(timeout_sec=0.02)
-    return True
 
 
 def _foresight(ctx, **params):
@@ -121,15 +104,15 @@ def test_run_time_default_instruction_and_diagnostics_period_take_effect(ctx):
     executor.add_node(pub_node)
     frame = convert.numpy_to_image(np.zeros((8, 8, 3), np.uint8), "rgb8", frame_id="cam")
     try:
-        assert _spin_until(executor, lambda: pub.get_subscription_count() > 0, 10)
-        assert _spin_until(executor, lambda: pub.publish(frame) or node.health.counters.get(
+        assert spin_until(executor, lambda: pub.get_subscription_count() > 0, 10)
+        assert spin_until(executor, lambda: pub.publish(frame) or node.health.counters.get(
             "waiting_for_instruction", 0) > 0, 10)
         assert node.worker.slot.put_count == 0  # continuous predictor without an instruction: nothing to run
         results = node.set_parameters([Parameter("default_instruction", value="stack the blocks"),
                                        Parameter("diagnostics_period", value=0.25)])
         assert all(r.successful for r in results)
         # the job reaches the worker (which records its instruction, then reports that no model is loaded)
-        assert _spin_until(executor, lambda: pub.publish(frame) or node.recent_instructions, 30)
+        assert spin_until(executor, lambda: pub.publish(frame) or node.recent_instructions, 30)
         assert node.recent_instructions[-1][1] == "stack the blocks"
         assert 250_000_000 in [t.timer_period_ns for t in node.timers]
     finally:
@@ -168,13 +151,13 @@ def test_sim_bridge_applies_loop_at_run_time_and_reports_error_kinds(ctx, episod
                 return values
         return {}
     try:
-        assert _spin_until(executor, lambda: bridge.published > 8, 10)  # 4-frame episode: looping
+        assert spin_until(executor, lambda: bridge.published > 8, 10)  # 4-frame episode: looping
         assert not bridge.finished.is_set()
-        assert _spin_until(executor, lambda: "error.no_depth" in bridge_values(), 10), bridge_values()
+        assert spin_until(executor, lambda: "error.no_depth" in bridge_values(), 10), bridge_values()
         assert "no depth" in bridge_values()["error.no_depth"]
         assert all(r.successful for r in bridge.set_parameters([Parameter("loop", value=False),
                                                                 Parameter("diagnostics_period", value=0.5)]))
-        assert _spin_until(executor, bridge.finished.is_set, 5), "loop:=false at run time did not stop the replay"
+        assert spin_until(executor, bridge.finished.is_set, 5), "loop:=false at run time did not stop the replay"
         assert 500_000_000 in [t.timer_period_ns for t in bridge.timers]
     finally:
         _destroy(executor, listener, bridge)

@@ -13,7 +13,6 @@ import pytest
 pytest.importorskip("rclpy", reason="ROS 2 Python (rclpy) not installed: pip install -e .[ros]")
 pytestmark = pytest.mark.ros
 
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState, GetState
@@ -142,15 +141,6 @@ def test_lifecycle_services_drive_the_node_from_unconfigured_to_shutdown(predict
         stop.set()
         probe.close()
         node.kill()
-
-
-@pytest.fixture
-def ctx():
-    c = rclpy.context.Context()
-    rclpy.init(context=c)
-    yield c
-    if rclpy.ok(context=c):
-        rclpy.shutdown(context=c)
 
 
 def _managed(ctx, predictor, device="cpu"):

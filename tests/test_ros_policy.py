@@ -16,7 +16,6 @@ import pytest
 pytest.importorskip("rclpy", reason="ROS 2 Python (rclpy) not installed: pip install -e .[ros]")
 pytestmark = pytest.mark.ros
 
-import rclpy
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import Image, JointState
@@ -27,6 +26,7 @@ from frameplan_ros import convert
 from frameplan_ros import params as paramlib
 from frameplan_ros.robot_model import JOINT_NAMES
 from frameplan_ros.testing import Probe
+from ros_support import wait_for
 
 REST = np.array([0.0, -0.25, 0.0, -2.3, 0.0, 2.05, np.pi / 4, 1.0] * 2)
 STEP = 0.06  # one policy step: 15 ticks of 4 ms
@@ -125,15 +125,6 @@ def test_a_goal_free_policy_runs_without_goal_model_or_instruction(models):
 
 
 # ---------------------------------------------------------------- the node, in this process
-@pytest.fixture
-def ctx():
-    c = rclpy.context.Context()
-    rclpy.init(context=c)
-    yield c
-    if rclpy.ok(context=c):
-        rclpy.shutdown(context=c)
-
-
 def _node(ctx, models, **params):
     from frameplan_ros.foresight_node import ForesightNode
 
@@ -166,15 +157,6 @@ def _frame_msg(k, seed=0):
     return convert.numpy_to_image(img, "rgb8", stamp=convert.seconds_to_time(50.0 + k * STEP), frame_id="cam")
 
 
-def _wait(predicate, timeout):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
-
-
 def test_node_publishes_commands_at_the_policy_period_and_goals_at_the_goal_period(ctx, models):
     node = _node(ctx, models)  # policy_period 0.24 s = 4 steps, goal_period 0.6 s = 10 steps
     spinner = _Spinner(ctx, node)
@@ -185,7 +167,7 @@ def test_node_publishes_commands_at_the_policy_period_and_goals_at_the_goal_peri
         probe.listen(Image, "/frameplan/comparison")
         pubs = [probe.publisher(Image, "/camera/camera/color/image_raw"),
                 probe.publisher(JointState, "/joint_states"), probe.publisher(String, "/frameplan/instruction")]
-        assert _wait(lambda: node.model is not None, 120), node.health.errors
+        assert wait_for(lambda: node.model is not None, 120), node.health.errors
         assert probe.wait_matched(pubs)
         pubs[2].publish(String(data="stack the green block on the red one"))
         time.sleep(0.3)
@@ -197,7 +179,7 @@ def test_node_publishes_commands_at_the_policy_period_and_goals_at_the_goal_peri
             pubs[1].publish(convert.joint_state_msg(q, JOINT_NAMES, msg.header.stamp))
             pubs[0].publish(msg)
             n = node.worker.processed  # one frame at a time: none is replaced before the worker took it
-            assert _wait(lambda n=n: node.worker.processed > n, 60), node.health.errors
+            assert wait_for(lambda n=n: node.worker.processed > n, 60), node.health.errors
         assert probe.wait_for(lambda: len(probe.messages("/frameplan/joint_trajectory")) >= 4, 10)
         trajs = probe.messages("/frameplan/joint_trajectory")
         stamps = [round(t.header.stamp.sec + t.header.stamp.nanosec * 1e-9 - 50.0, 6) for t in trajs]
@@ -229,18 +211,18 @@ def test_frames_without_a_paired_joint_state_are_refused_and_counted(ctx, models
     try:
         probe.listen(JointTrajectory, "/frameplan/joint_trajectory")
         img, js = probe.publisher(Image, "/camera/camera/color/image_raw"), probe.publisher(JointState, "/joint_states")
-        assert _wait(lambda: node.model is not None, 120), node.health.errors
+        assert wait_for(lambda: node.model is not None, 120), node.health.errors
         assert probe.wait_matched([img, js])
         img.publish(_frame_msg(0))  # no joint state at all
-        assert _wait(lambda: "joint_state" in node.health.errors, 30), node.health.errors
+        assert wait_for(lambda: "joint_state" in node.health.errors, 30), node.health.errors
         assert "no joint state received yet" in node.health.errors["joint_state"].message
         bad = convert.joint_state_msg(REST[:8], JOINT_NAMES[:8], _frame_msg(1).header.stamp)  # one arm only
         js.publish(bad)
-        assert _wait(lambda: "right_panda_joint1" in node.health.errors["joint_state"].message, 10)
+        assert wait_for(lambda: "right_panda_joint1" in node.health.errors["joint_state"].message, 10)
         js.publish(convert.joint_state_msg(REST, JOINT_NAMES, convert.seconds_to_time(10.0)))  # far from the frame
         time.sleep(0.3)
         img.publish(_frame_msg(2))
-        assert _wait(lambda: "within 0.01 s" in node.health.errors["joint_state"].message, 30)
+        assert wait_for(lambda: "within 0.01 s" in node.health.errors["joint_state"].message, 30)
         assert node.health.errors["joint_state"].count == 3 and not probe.messages("/frameplan/joint_trajectory")
         # a policy folder outside model_roots is refused at run time on its path alone; a preset is accepted
         res = node.set_parameters([Parameter("policy", value="/etc")])[0]

@@ -28,6 +28,7 @@ from frameplan_ros.diagnostics import ERROR, MAX_MESSAGE_CHARS, status_message
 from frameplan_ros.foresight_node import ForesightNode
 from frameplan_ros.foresight_params import model_refusal, resolve_model_roots, user_model_dir
 from frameplan_ros.testing import NodeProcess, Probe, config_path, diagnostic_values
+from ros_support import spin_until, wait_for
 
 MISSING_MODEL = "/nonexistent/frameplan_checkpoint"
 IMAGE_TOPIC = "/camera/camera/color/image_raw"
@@ -49,37 +50,10 @@ def tiny_predictor(tmp_path_factory):
     return root / "predictor"
 
 
-@pytest.fixture
-def ctx():
-    c = rclpy.context.Context()
-    rclpy.init(context=c)
-    yield c
-    if rclpy.ok(context=c):
-        rclpy.shutdown(context=c)
-
-
 def _node(ctx, **params):
     base = {"model": MISSING_MODEL, "device": "cpu", "warmup": False, "use_camera_info": False,
             "shutdown_timeout": 2.0}
     return ForesightNode(context=ctx, parameter_overrides=paramlib.overrides({**base, **params}))
-
-
-def _wait(predicate, timeout):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
-
-
-def _spin_until(executor, predicate, timeout):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        executor.spin_once(timeout_sec=0.02)
-    return True
 
 
 def _set(node, **values):
@@ -96,17 +70,17 @@ def test_control_character_instruction_is_refused_and_the_good_one_kept(ctx):
     executor.add_node(node)
     executor.add_node(pub_node)
     try:
-        assert _spin_until(executor, lambda: pub.get_subscription_count() > 0, 10)
+        assert spin_until(executor, lambda: pub.get_subscription_count() > 0, 10)
         pub.publish(String(data="hand the block over"))
-        assert _spin_until(executor, lambda: node._instruction == "hand the block over", 10)
+        assert spin_until(executor, lambda: node._instruction == "hand the block over", 10)
         pub.publish(String(data="hand\x1b[2J the block over"))
-        assert _spin_until(executor, lambda: "instruction_invalid" in node.health.errors, 10), node.health.errors
+        assert spin_until(executor, lambda: "instruction_invalid" in node.health.errors, 10), node.health.errors
         assert node._instruction == "hand the block over"
         message = node.health.errors["instruction_invalid"].message
         assert INSTRUCTION_TOPIC in message and "control" in message and "\x1b" not in message
         assert "no_instruction" not in node.health.errors
         pub.publish(String(data="  stack   the blocks "))  # accepted, normalised as the model will see it
-        assert _spin_until(executor, lambda: node._instruction == "stack the blocks", 10)
+        assert spin_until(executor, lambda: node._instruction == "stack the blocks", 10)
     finally:
         executor.shutdown(timeout_sec=1.0)
         pub_node.destroy_node()
@@ -242,14 +216,14 @@ def test_default_model_roots_are_the_embedded_and_user_folders(monkeypatch, tmp_
 
 # ---------------------------------------------------------------- model-dependent ranges, latencies
 def _loaded(node, timeout=LOAD_TIMEOUT):
-    return _wait(lambda: node.model is not None, timeout)
+    return wait_for(lambda: node.model is not None, timeout)
 
 
 def test_steps_the_model_cannot_run_are_refused_when_set_or_loaded(ctx, tiny_predictor):
     # steps=1000 is inside the declared range (0..1000) but DPM-Solver++ cannot run it on this schedule
     node = _node(ctx, model=str(tiny_predictor), steps=1000)
     try:
-        assert _wait(lambda: "model_load" in node.health.errors, LOAD_TIMEOUT), node.health.errors
+        assert wait_for(lambda: "model_load" in node.health.errors, LOAD_TIMEOUT), node.health.errors
         level, message, _ = node.diagnostics_values()
         assert level == ERROR and "steps=1000" in message and "fewer steps" in message, message
         assert node.model is None
@@ -270,7 +244,7 @@ def test_on_instruction_reports_latency_and_frame_age_separately(ctx, tiny_predi
         node._on_image(convert.numpy_to_image(np.zeros((48, 64, 3), np.uint8), "rgb8", frame_id="cam"))
         time.sleep(2.0)  # the frame waits before an instruction comes
         node._on_instruction(String(data="stack the blocks"))
-        assert _wait(lambda: node.health.counters["outputs"] >= 1, 120), node.health.errors
+        assert wait_for(lambda: node.health.counters["outputs"] >= 1, 120), node.health.errors
         snap = node.health.snapshot()
         assert snap["last_frame_age_ms"] >= 2000.0
         assert snap["last_latency_ms"] < snap["last_frame_age_ms"] - 1500.0  # the work, not the wait

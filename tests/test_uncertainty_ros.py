@@ -42,15 +42,6 @@ def models(tmp_path_factory):
     return root
 
 
-@pytest.fixture
-def ctx():
-    c = rclpy.context.Context()
-    rclpy.init(context=c)
-    yield c
-    if rclpy.ok(context=c):
-        rclpy.shutdown(context=c)
-
-
 class Rig:
     """The node, a probe node recording every output, and an executor spinning both."""
 
