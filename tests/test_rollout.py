@@ -143,6 +143,29 @@ def test_rollout_every_mode_one_short_episode(sim, policies, tmp_path, capsys):
     assert len(json.loads((out / "results.json").read_text())["episodes"]) == 5
 
 
+def test_two_workers_give_the_serial_results(sim, policies, tmp_path, capsys):
+    """``--workers 2`` runs the scenes on spawned processes (frameplan_core.sim.workers): the same episodes, seeds
+    and outcomes as one worker, media sent back through the event queue, no worker left running."""
+    from frameplan_cli.main import main
+
+    _, overrides = sim
+    goal, nogoal = policies
+    sets = [a for o in overrides for a in ("--sim-set", o)]
+    runs = {}
+    for workers in (1, 2):
+        out = tmp_path / f"w{workers}"
+        assert main(["rollout", "--task", TASK, "--mode", "none", "--episodes", "2", "--max-steps", "3",
+                     "--execute", "2", "--policy", str(goal), "--baseline", str(nogoal), "--workers", str(workers),
+                     "--out", str(out), *sets]) == 0, capsys.readouterr().err
+        eps = json.loads((out / "results.json").read_text())["episodes"]
+        runs[workers] = sorted((e["episode"], e["seed"], e["steps"], e["ticks"], e["success"], e["error"]) for e in eps)
+        assert (out / TASK / "none" / "rollout.gif").stat().st_size > 0
+    assert runs[2] == runs[1] and [r[1] for r in runs[1]] == [2_000_000, 2_000_001]
+    import multiprocessing as mp
+
+    assert mp.active_children() == []
+
+
 def test_negative_arm_only_touches_predictor_goals(sim, policies, tmp_path, capsys):
     """``--negative other-arm`` concerns the predictor's goals alone: without predictor mode it is no reason to
     refuse a task whose episodes name no arm, nor to fail its episodes."""

@@ -774,43 +774,19 @@ def _worker(cfg: RolloutConfig, model_spec: dict, camera: str, step_ticks: int, 
 
 def _execute_parallel(run: RolloutRun, jobs: list[Job], model_spec: dict, camera: str, step_ticks: int,
                       sim_overrides, workers: int) -> None:
-    import multiprocessing as mp
-    import queue as queue_mod
-
     from frameplan_core.errors import SimError
+    from frameplan_core.sim.workers import run_workers
 
-    ctx = mp.get_context("spawn")  # a fresh interpreter per worker: Vulkan/PhysX state is never forked
-    job_q, events = ctx.Queue(), ctx.Queue()
-    for job in jobs:
-        job_q.put(job)
-    for _ in range(workers):
-        job_q.put(None)
-    procs = [ctx.Process(target=_worker, args=(run.cfg, model_spec, camera, step_ticks, sim_overrides, job_q, events),
-                         daemon=True) for _ in range(workers)]
-    for proc in procs:
-        proc.start()
-    remaining = len(jobs)
-    try:
-        while remaining:
-            try:
-                kind, payload, media = events.get(timeout=1.0)
-            except queue_mod.Empty:
-                if not any(p.is_alive() for p in procs):
-                    raise SimError(f"rollout workers exited with {remaining} scene(s) left "
-                                   f"(exit codes {[p.exitcode for p in procs]})") from None
-                continue
-            if kind == "result":
-                run.add(EpisodeResult(**payload), media)
-            elif kind == "job":
-                remaining -= 1
-            else:
-                raise SimError(f"rollout worker failed: {payload}")
-    finally:
-        for proc in procs:
-            if proc.is_alive():
-                proc.terminate()
-        for proc in procs:
-            proc.join(timeout=10)
+    def on_event(event: tuple) -> bool:
+        kind, payload, media = event
+        if kind == "result":
+            run.add(EpisodeResult(**payload), media)
+            return False
+        if kind == "job":
+            return True
+        raise SimError(f"rollout worker sent an unknown event {kind!r}")
+
+    run_workers(_worker, (run.cfg, model_spec, camera, step_ticks, sim_overrides), jobs, workers, on_event, "rollout")
 
 
 __all__ = ["MODES", "SEED_BASE", "EpisodeResult", "Job", "Media", "Models", "RolloutConfig", "RolloutRun", "execute",

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import multiprocessing as mp
-import queue
 import signal
 import time
 from dataclasses import asdict, dataclass, field
@@ -206,47 +205,22 @@ def collect(cfg: TaskConfig, out: str | Path, workers: int = 1, progress: bool =
 
 
 def _run_parallel(cfg, out, todo, workers, done, failed, frame) -> None:
-    ctx = mp.get_context("spawn")  # a fresh interpreter per worker: Vulkan/PhysX state is never forked
-    jobs, events = ctx.Queue(), ctx.Queue()
-    for i in todo:
-        jobs.put(i)
-    for _ in range(workers):
-        jobs.put(None)
-    procs = [ctx.Process(target=_worker, args=(cfg, str(out), jobs, events), daemon=True) for _ in range(workers)]
-    for p in procs:
-        p.start()
-    remaining = len(todo)
-    try:
-        while remaining:
-            try:
-                kind, payload = events.get(timeout=1.0)
-            except queue.Empty:
-                if not any(p.is_alive() for p in procs):
-                    raise SimError(f"collection workers exited with {remaining} episode(s) left "
-                                   f"(exit codes {[p.exitcode for p in procs]})") from None
-                continue
-            if kind == "frame":
-                frame()
-            elif kind == "fail":
-                failed(payload)
-            elif kind == "done":
-                done(payload)
-                remaining -= 1
-            else:
-                raise SimError(f"collection worker failed: {payload}")
-    finally:
-        if not remaining:  # each worker took its None and is exiting: let it finish instead of terminating it
-            for p in procs:
-                p.join(timeout=30)
-        for p in procs:
-            if p.is_alive():
-                p.terminate()
-        # the signal is handled when the worker returns from C++ (a motion plan can take ~10 s on a busy CPU);
-        # it then removes its unfinished episode
-        for p in procs:
-            p.join(timeout=120)
-            if p.is_alive():
-                p.kill()
+    from frameplan_core.sim.workers import run_workers
+
+    def on_event(event: tuple) -> bool:
+        kind, payload = event
+        if kind == "frame":
+            frame()
+        elif kind == "fail":
+            failed(payload)
+        elif kind == "done":
+            done(payload)
+            return True
+        else:
+            raise SimError(f"collection worker sent an unknown event {kind!r}")
+        return False
+
+    run_workers(_worker, (cfg, str(out)), list(todo), workers, on_event, "collection")
 
 
 def preview(out: str | Path, cfg: TaskConfig, index: int | None = None, columns: int = 8,
