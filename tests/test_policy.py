@@ -474,7 +474,7 @@ def test_wilson_interval():
 
 
 def test_rollout_config_refuses_unknown_task_and_mode():
-    from frameplan_core.policy.rollout import RolloutConfig
+    from frameplan_core.policy.rollout import RolloutConfig, goal_text_scale
 
     with pytest.raises(ConfigError, match="unknown task.*block_juggle"):
         RolloutConfig(tasks=["block_juggle"]).validate()
@@ -495,6 +495,13 @@ def test_rollout_config_refuses_unknown_task_and_mode():
         with pytest.raises(ConfigError, match=r"rollout text_scale=.*expected a number in \[0, 100\]"):
             RolloutConfig(text_scale=bad).validate()
     assert RolloutConfig(text_scale=25, negative="other-arm").validate().text_scale == 25
+    for bad in (-1, float("nan"), "7"):
+        with pytest.raises(ConfigError, match=r"rollout text_scale_after=.*expected a number in \[0, 100\]"):
+            RolloutConfig(text_scale_after=bad).validate()
+    cfg = RolloutConfig(text_scale=25, text_scale_after=3).validate()
+    assert [goal_text_scale(cfg, k) for k in range(3)] == [25, 3, 3]
+    assert [goal_text_scale(RolloutConfig(text_scale=25), k) for k in range(2)] == [25, 25]
+    assert goal_text_scale(RolloutConfig(), 1) is None  # the model's own
 
 
 def test_rollout_refuses_a_negative_arm_where_no_arm_is_named():

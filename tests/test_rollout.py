@@ -276,11 +276,14 @@ def test_instructed_rollout_records_the_named_arm_and_the_wording(sim, policies,
     args = ["rollout", "--task", TASK, "--mode", "expert", "--mode", "none", "--mode", "predictor", "--episodes", "1",
             "--max-steps", "2", "--period", "2", "--execute", "2", "--policy", str(goal), "--baseline", str(nogoal),
             "--samples", "1", "--wording", "unseen", "--no-media", "--negative", "other-arm", "--text-scale", "5",
+            "--text-scale-after", "2",
             "--out", str(out), *sets]
     assert main(args) == 0, capsys.readouterr().err
     res = json.loads((out / "results.json").read_text())
     assert res["settings"]["wording"] == "unseen"
     assert (res["settings"]["negative"], res["settings"]["text_scale"]) == ("other-arm", 5)
+    assert res["settings"]["text_scale_after"] == 2
+    assert "predictor text scale 5 (2 after the first goal)" in (out / "report.md").read_text()
     eps = {e["mode"]: e for e in res["episodes"]}
     assert eps["expert"]["success"] and eps["expert"]["arm"] in ("left", "right")
     assert eps["none"]["arm"] == eps["predictor"]["arm"] == eps["expert"]["arm"]

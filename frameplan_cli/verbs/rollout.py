@@ -73,6 +73,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "its first unseen one (default seen)")
     parser.add_argument("--text-scale", type=float, default=None,
                         help="the predictor's text guidance for goals (default: the model's)")
+    parser.add_argument("--text-scale-after", type=float, default=None,
+                        help="the predictor's text guidance for every goal after an episode's first (default: "
+                             "--text-scale throughout): a strong guidance to pick the arm, then a mild one")
     parser.add_argument("--negative", choices=("none", "other-arm"), default="none",
                         help="predictor goals: negative instruction; other-arm = the episode's sentence naming the "
                              "other arm (instructed episodes, --sim-set expert_strategy=instructed)")
@@ -117,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
         threshold=args.threshold or None, max_steps=args.max_steps, gripper=args.gripper,
         oracle_sync=args.oracle_sync, predictor_samples=args.samples, planner_samples=args.samples,
         guidance=args.guidance, media=not args.no_media, wording=args.wording, text_scale=args.text_scale,
+        text_scale_after=args.text_scale_after,
         negative=args.negative, handoff=args.handoff).validate()
     R.check_negative(cfg, args.sim_overrides)
     if args.workers < 1:

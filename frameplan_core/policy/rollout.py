@@ -74,6 +74,9 @@ class RolloutConfig:
     wording: the instruction the foresight models get: the episode's first ``seen`` paraphrase (training wording)
         or its first ``unseen`` one (wording no model was trained on).
     text_scale: the predictor's text guidance for goals (None: the model's sampling default).
+    text_scale_after: the predictor's text guidance for every goal after an episode's first (None: ``text_scale``
+        throughout). The sentence decides what the first frame cannot show (which arm starts); once that arm has
+        moved, the frame shows it, and a strong text guidance only pushes later goals off the image.
     negative: ``other-arm`` gives the predictor, in instructed episodes, the same sentence naming the other arm as
         its negative instruction, so text guidance pushes the goal away from the wrong arm (docs/PREDICTOR.md);
         ``none``: the empty text (the paper's guidance).
@@ -104,6 +107,7 @@ class RolloutConfig:
     media: bool = True
     wording: str = "seen"
     text_scale: float | None = None
+    text_scale_after: float | None = None
     negative: str = "none"
     handoff: float | None = None
 
@@ -139,10 +143,11 @@ class RolloutConfig:
             check_guidance_range(self.guidance, "rollout")
         if self.negative not in NEGATIVES:
             raise ConfigError(f"rollout negative={str(self.negative)[:40]!r}: expected one of {', '.join(NEGATIVES)}")
-        ts = self.text_scale
-        if ts is not None and not is_guidance_scale(ts):
-            raise ConfigError(f"rollout text_scale={str(ts)[:40]}: expected a number in [0, 100] (or unset: the "
-                              "predictor's own)")
+        for name in ("text_scale", "text_scale_after"):
+            ts = getattr(self, name)
+            if ts is not None and not is_guidance_scale(ts):
+                raise ConfigError(f"rollout {name}={str(ts)[:40]}: expected a number in [0, 100] (or unset: the "
+                                  f"{'predictor' if name == 'text_scale' else 'text_scale'}'s own)")
         if self.handoff is not None and not (isinstance(self.handoff, (int, float)) and 0 < self.handoff <= 10):
             raise ConfigError(f"rollout handoff={str(self.handoff)[:40]}: expected a joint distance in (0, 10] rad (or "
                               "unset: off)")
@@ -370,6 +375,13 @@ def _execution_state(cfg: RolloutConfig, pc) -> tuple[ChunkEnsemble | None, int]
     return ensemble, 1 if ensemble is not None else min(cfg.execute, pc.chunk)
 
 
+def goal_text_scale(cfg: RolloutConfig, goal_calls: int) -> float | None:
+    """The predictor's text guidance for an episode's goal number ``goal_calls`` (0: the first)."""
+    if goal_calls == 0 or cfg.text_scale_after is None:
+        return cfg.text_scale
+    return cfg.text_scale_after
+
+
 def run_policy(env, mode: str, models: Models, task: str, episode: int, seed: int, cfg: RolloutConfig,
                expert_frames: list[np.ndarray] | None = None, media: Media | None = None) -> EpisodeResult:
     """One closed-loop episode of ``mode`` (oracle | predictor | planner | none)."""
@@ -416,7 +428,8 @@ def run_policy(env, mode: str, models: Models, task: str, episode: int, seed: in
                 goal_calls += 1
             elif mode == "predictor" and (goal is None or since_goal >= cfg.period):
                 goal = models.predictor.predict(image, instruction, output_size="input", seed=seed + steps,
-                                                samples=cfg.predictor_samples, text_scale=cfg.text_scale,
+                                                samples=cfg.predictor_samples,
+                                                text_scale=goal_text_scale(cfg, goal_calls),
                                                 negative_instruction=negative)
                 since_goal = 0
                 goal_calls += 1
@@ -588,6 +601,10 @@ def _handoff(rad: float, episodes: Sequence[dict]) -> str:
     return f"; goal modes hand over to the no-foresight policy once an arm has moved {rad:g} rad{when}"
 
 
+def _after(scale: float) -> str:
+    return f" ({format(scale, 'g')} after the first goal)"
+
+
 def report_markdown(res: dict) -> str:
     s = res["settings"]
     lines = [f"# Closed-loop rollouts{' (INTERRUPTED: partial results)' if res['interrupted'] else ''}", "",
@@ -598,6 +615,7 @@ def report_markdown(res: dict) -> str:
              f"{s['replan'] or 'when used up'}, gripper {s['gripper']}"
              f"{'' if s.get('guidance') is None else ', action guidance ' + format(s['guidance'], 'g')}"
              f"{'' if s.get('text_scale') is None else ', predictor text scale ' + format(s['text_scale'], 'g')}"
+             f"{'' if s.get('text_scale_after') is None else _after(s['text_scale_after'])}"
              f"{'' if s.get('negative', 'none') == 'none' else ', predictor negative instruction ' + s['negative']}"
              f"{'' if s.get('handoff') is None else _handoff(s['handoff'], res['episodes'])}.",
              "",
@@ -790,5 +808,6 @@ def _execute_parallel(run: RolloutRun, jobs: list[Job], model_spec: dict, camera
 
 
 __all__ = ["MODES", "SEED_BASE", "EpisodeResult", "Job", "Media", "Models", "RolloutConfig", "RolloutRun", "execute",
-           "check_tasks", "load_models", "load_previous", "plan_jobs", "report_markdown", "run_expert", "run_policy", "run_seed",
+           "check_tasks", "goal_text_scale", "load_models", "load_previous", "plan_jobs", "report_markdown", "run_expert",
+           "run_policy", "run_seed",
            "summarize", "wilson"]
