@@ -809,5 +809,4 @@ def _execute_parallel(run: RolloutRun, jobs: list[Job], model_spec: dict, camera
 
 __all__ = ["MODES", "SEED_BASE", "EpisodeResult", "Job", "Media", "Models", "RolloutConfig", "RolloutRun", "execute",
            "check_tasks", "goal_text_scale", "load_models", "load_previous", "plan_jobs", "report_markdown", "run_expert",
-           "run_policy", "run_seed",
-           "summarize", "wilson"]
+           "run_policy", "run_seed", "summarize", "wilson"]

@@ -14,8 +14,9 @@ def run_workers(target: Callable, args: tuple, jobs: list, workers: int, on_even
     """Run ``jobs`` on ``workers`` processes ``target(*args, job_queue, event_queue)``, each taking jobs until it
     gets None. Every event tuple the workers put goes to ``on_event``, which returns True when the event completes
     a job; an ``("error", message, ...)`` event stops the run with SimError, as do workers that all died with jobs
-    left. On the way out (finished, failed or interrupted) the workers are terminated, which they turn into a clean
-    exit that removes their unfinished output, and killed if they do not stop within two minutes."""
+    left. On the way out (finished, failed or interrupted) the workers still running are terminated (a collection
+    worker turns that into a clean exit that removes its unfinished episode) and killed if they do not stop within
+    two minutes."""
     ctx = mp.get_context("spawn")
     job_q, events = ctx.Queue(), ctx.Queue()
     for job in jobs:
