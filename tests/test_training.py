@@ -364,8 +364,9 @@ def test_high_noise_timestep_draws():
     assert ts.min() >= 0 and ts.max() < 1000
     assert 0.55 < (ts >= 800).mean() < 0.65  # 0.5 + 0.5 x 0.2
     assert all(int(draw_timestep(g, 1000, 1.0, 800)) >= 800 for _ in range(200))
-    with pytest.raises(ConfigError, match="high_noise_min_t"):
-        draw_timestep(g, 1000, 0.5, 1000)
+    with pytest.raises(ConfigError, match="high_noise_min_t=1000: must be below the 1000"):
+        run.build_module("predictor", load_train_config("predictor", None, TINY + [
+            "high_noise_prob=0.5", "high_noise_min_t=1000"]))
     with pytest.raises(ConfigError, match="high_noise_prob"):
         load_train_config("predictor", None, ["high_noise_prob=2"])
 

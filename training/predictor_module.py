@@ -83,11 +83,10 @@ def timestep_weights(alphas_cumprod: torch.Tensor, cap: float) -> torch.Tensor:
 
 def draw_timestep(g: torch.Generator, n_t: int, high_prob: float, high_min: int) -> torch.Tensor:
     """One training timestep: uniform over [0, n_t), or with ``high_prob`` uniform over [high_min, n_t). With
-    ``high_prob`` 0 the draws are exactly the plain ones (one randint, no extra random number)."""
+    ``high_prob`` 0 the draws are exactly the plain ones (one randint, no extra random number). ``high_min`` is
+    checked against ``n_t`` once, by PredictorModule's constructor."""
     if high_prob <= 0:
         return torch.randint(0, n_t, (1,), generator=g)
-    if high_min >= n_t:
-        raise ConfigError(f"high_noise_min_t={high_min}: must be below the {n_t} training timesteps")
     high = bool(torch.rand(1, generator=g) < high_prob)
     return torch.randint(high_min if high else 0, n_t, (1,), generator=g)
 
@@ -107,6 +106,9 @@ class PredictorModule(FrameplanModule):
         if cfg.gradient_checkpointing:
             self.unet.enable_gradient_checkpointing()
         self.unet.train()
+        n_t = predictor.scheduler.config.num_train_timesteps
+        if cfg.high_noise_prob > 0 and cfg.high_noise_min_t >= n_t:  # refused at start-up, not at the first step
+            raise ConfigError(f"high_noise_min_t={cfg.high_noise_min_t}: must be below the {n_t} training timesteps")
         # the model's own text cache, large enough for a dataset's instructions (it holds 64 for a robot)
         predictor.text_cache.size = max(predictor.text_cache.size, TRAIN_TEXT_CACHE)
         # per-timestep loss weights, computed once (a buffer, so it follows the module's device; not saved)
