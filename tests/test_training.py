@@ -352,6 +352,41 @@ def test_v_loss_weighting_values_high_noise_errors(ip2p):
         load_train_config("predictor", None, ["loss_weighting=x0"])
 
 
+def test_text_noise_conditioning_augmentation(ip2p):
+    """text_noise: each sample's token states get noise of that many times their RMS, padding stays zero (as at
+    inference), the draws come from the sample's generator; training losses see it, validation losses do not."""
+    from frameplan_training.datasets import PairDataset
+    from frameplan_training.predictor_module import noisy_text
+
+    module = run.build_module("predictor", load_train_config("predictor", None, TINY))
+    text = module.text_embeddings(["pick up the hammer and beat the block", "stack the blocks"])
+    pad = ~(text != 0).any(dim=-1)
+    assert pad.any() and (~pad).any()
+    gens = [torch.Generator().manual_seed(i) for i in range(2)]
+    out = noisy_text(text, 0.5, gens)
+    assert torch.equal(out[pad], text[pad])  # padding untouched
+    for i in range(2):
+        tok = ~pad[i]
+        rms = text[i][tok].pow(2).mean().sqrt()
+        rel = (out[i][tok] - text[i][tok]).pow(2).mean().sqrt() / rms
+        assert 0.45 < float(rel) < 0.55
+    again = noisy_text(text, 0.5, [torch.Generator().manual_seed(i) for i in range(2)])
+    assert torch.equal(out, again)
+    ds = PairDataset(ip2p, "train", 40, 32, jitter=0.0)
+    batch = torch.utils.data.default_collate([ds[i] for i in range(4)])
+    noisy_module = run.build_module("predictor", load_train_config("predictor", None, TINY + ["text_noise=0.5"]))
+    noisy_module.unet.load_state_dict(module.unet.state_dict())
+    with torch.no_grad():
+        plain, _ = module.compute_loss(batch, module.generator("train", 0, 0), train=True)
+        plain_val, _ = module.compute_loss(batch, module.generator("val", 0, 0), train=False)
+        noisy, _ = noisy_module.compute_loss(batch, module.generator("train", 0, 0), train=True)
+        noisy_val, _ = noisy_module.compute_loss(batch, module.generator("val", 0, 0), train=False)
+    assert float(noisy) != pytest.approx(float(plain), rel=1e-4)  # training sees the noise ...
+    assert float(noisy_val) == pytest.approx(float(plain_val), rel=1e-6)  # ... validation does not
+    with pytest.raises(ConfigError, match="text_noise"):
+        load_train_config("predictor", None, ["text_noise=-1"])
+
+
 def test_high_noise_timestep_draws():
     """high_noise_prob: that share of training timesteps comes from [high_noise_min_t, T); 0 keeps the plain draws."""
     from frameplan_training.predictor_module import draw_timestep

@@ -156,6 +156,10 @@ class PredictorTrainConfig(TrainConfig):
         each sample's eps error by min(1/alpha_bar_t, ``loss_weight_cap``), the v-prediction loss of an eps model
         (Salimans & Ho 2022) capped, divided by its mean over t so the learning rate keeps its meaning. (It did not
         make the handover predictor read the giver; data did: docs/eval/closed_loop.md, "fourth attempt".)
+    text_noise: conditioning augmentation: each training sample's instruction states get Gaussian noise of this
+        many times their RMS over the sentence's tokens (0 = off, the default), so wordings whose states lie near,
+        not on, the training ones (paraphrases never trained on) steer the UNet as their neighbours do. Dropped
+        (empty) text and padding get none.
     """
 
     drop_text_prob: float = 0.05
@@ -171,6 +175,7 @@ class PredictorTrainConfig(TrainConfig):
     high_noise_min_t: int = 800
     loss_weighting: Literal["eps", "v"] = "eps"
     loss_weight_cap: float = 20.0
+    text_noise: float = 0.0
     sample_text_scale: float = 7.5
     sample_image_scale: float = 1.5
 
@@ -191,6 +196,8 @@ class PredictorTrainConfig(TrainConfig):
             raise ConfigError(f"high_noise_min_t={self.high_noise_min_t}: must be >= 0")
         if self.loss_weighting not in ("eps", "v"):
             raise ConfigError(f"loss_weighting={self.loss_weighting!r}: expected eps or v")
+        if not 0.0 <= self.text_noise <= 10.0:
+            raise ConfigError(f"text_noise={self.text_noise}: a multiple of the text states' RMS, must be in [0, 10]")
         if not self.loss_weight_cap >= 1:
             raise ConfigError(f"loss_weight_cap={self.loss_weight_cap}: must be >= 1 (1/alpha_bar starts at 1)")
 

@@ -91,6 +91,17 @@ def draw_timestep(g: torch.Generator, n_t: int, high_prob: float, high_min: int)
     return torch.randint(high_min if high else 0, n_t, (1,), generator=g)
 
 
+def noisy_text(text: torch.Tensor, scale: float, gens: list[torch.Generator]) -> torch.Tensor:
+    """(B, L, D) text states plus Gaussian noise of ``scale`` times each sample's RMS over its tokens, drawn from
+    that sample's own generator (conditioning augmentation: a wording near a trained one should act like it).
+    Padding positions (all-zero states, as the encoder masks them) stay zero, as they are at inference."""
+    tokens = (text != 0).any(dim=-1, keepdim=True).to(text)  # (B, L, 1)
+    n = (tokens.sum(dim=(1, 2), keepdim=True) * text.shape[-1]).clamp(min=1)
+    rms = (text.pow(2).sum(dim=(1, 2), keepdim=True) / n).sqrt()
+    eps = torch.stack([torch.randn(text.shape[1:], generator=g) for g in gens]).to(text)
+    return text + scale * rms * eps * tokens
+
+
 class PredictorModule(FrameplanModule):
     def __init__(self, cfg: PredictorTrainConfig, predictor) -> None:
         super().__init__(cfg)
@@ -156,6 +167,8 @@ class PredictorModule(FrameplanModule):
             pt, pi, pb = c.drop_text_prob, c.drop_image_prob, c.drop_both_prob
             drop_text = (u < pt) | ((u >= pt + pi) & (u < pt + pi + pb))
             drop_img = (u >= pt) & (u < pt + pi + pb)
+            if c.text_noise > 0:  # drawn after the dropout numbers, so text_noise 0 keeps every earlier draw
+                text = noisy_text(text, c.text_noise, gens)
             text = torch.where(drop_text[:, None, None], self.text_embeddings([""]).expand_as(text), text)
             z_img = z_img * (~drop_img).float()[:, None, None, None]
         pred = self.unet(torch.cat([noisy, z_img], dim=1), t, encoder_hidden_states=text).sample.float()
